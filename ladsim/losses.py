@@ -1,0 +1,179 @@
+"""The shared loss core: practical LAD, theoretical LAD and GRPO (LAD_SPEC).
+
+Every function takes tensors of any leading shape ``(...)`` with the action (or sample, or token) axis last,
+``(..., n)``, and broadcasts them against each other:
+
+* ``logp``       log pi_theta(y), differentiable;
+* ``logp_old``   log pi_old(y), the behaviour policy (no gradient is taken through it);
+* ``advantages`` A(y).
+
+Reductions over the last axis, chosen by the optional arguments:
+
+* ``weights`` given: ``sum_y weights(y) * term(y)``. For exact expectations over an enumerable action set the
+  weights are ``pi_old`` (they should sum to one over the axis);
+* otherwise: the (masked) mean over the axis, the Monte-Carlo estimate from samples of ``pi_old``.
+
+``mask`` (bool or 0/1, broadcastable) removes entries; a row whose entries are all masked contributes 0.
+
+The ``*_terms`` functions return the elementwise summands (shape of the broadcast inputs) so that the LLM-scale
+path can aggregate tokens with its own modes while computing exactly the same numbers. Half-precision inputs
+are promoted to float32 before any arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ladsim.divergences import Divergence, get_divergence
+
+
+def _promote(*xs: Tensor | None) -> list[Tensor | None]:
+    """Promote float16/bfloat16 tensors to float32 (accumulate in float32); leave others alone."""
+    out = []
+    for x in xs:
+        if x is not None and x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        out.append(x)
+    return out
+
+
+def _check_inputs(**tensors: Tensor | None) -> None:
+    shapes = {k: tuple(v.shape) for k, v in tensors.items() if v is not None}
+    for k, v in tensors.items():
+        if v is not None and k != "mask" and not torch.is_floating_point(v):
+            raise ValueError(f"{k} must be a floating-point tensor, got dtype {v.dtype}")
+    try:
+        torch.broadcast_shapes(*shapes.values())
+    except RuntimeError:
+        raise ValueError(f"shapes do not broadcast: {shapes}") from None
+
+
+def _check_eta(eta: float) -> None:
+    if not (isinstance(eta, (int, float)) and eta > 0 and eta != float("inf")):
+        raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
+
+
+def reduce_actions(terms: Tensor, weights: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """Reduce ``terms (..., n)`` over the last axis: weighted sum if ``weights`` else masked mean -> ``(...)``."""
+    if mask is not None:
+        mask = mask.to(terms.dtype)
+        terms = torch.where(mask > 0, terms, torch.zeros_like(terms))
+    if weights is not None:
+        w = weights.to(terms.dtype)
+        if mask is not None:
+            w = w * mask
+        return (w * terms).sum(-1)
+    if mask is None:
+        return terms.mean(-1)
+    count = torch.broadcast_to(mask, terms.shape).sum(-1)
+    return terms.sum(-1) / count.clamp(min=1.0)
+
+
+# --- practical LAD --------------------------------------------------------------------------------
+
+def lad_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
+              div: str | Divergence = "js") -> Tensor:
+    """Summands of practical LAD: ``exp(u) f(r exp(-u))`` with ``u = A/eta``, ``r = pi/pi_old``.
+
+    Computed as the perspective ``q f(p/q)`` at ``log p = logp - logp_old`` and ``log q = u``. Shape: the
+    broadcast shape of the inputs.
+    """
+    _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages)
+    _check_eta(eta)
+    logp, logp_old, advantages = _promote(logp, logp_old, advantages)
+    return get_divergence(div).perspective(logp - logp_old.detach(), advantages / eta)
+
+
+def lad_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
+             div: str | Divergence = "js", weights: Tensor | None = None,
+             mask: Tensor | None = None) -> Tensor:
+    """Practical LAD loss (LAD_SPEC "practical LAD loss"), to minimize.
+
+        L_LAD = E_{y ~ pi_old}[ exp(u(y)) f( r(y) exp(-u(y)) ) ],   u = A / eta,   r = exp(logp - logp_old).
+
+    Its minimizer over the simplex is ``pi* = pi_old exp(A/eta) / Z`` (Lemma 3.2), reached without any
+    partition function. With ``weights = pi_old`` over all actions it is the exact expectation; without weights
+    it is the sample mean over the last axis (samples drawn from ``pi_old``).
+
+    Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
+    """
+    _check_inputs(weights=weights, mask=mask, logp=logp)
+    return reduce_actions(lad_terms(logp, logp_old, advantages, eta=eta, div=div), weights, mask)
+
+
+# --- theoretical LAD ------------------------------------------------------------------------------
+
+def _masked_log_normalize(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``x - logsumexp(x)`` over the last axis, over unmasked entries only (masked entries -> -inf)."""
+    if mask is not None:
+        x = x.masked_fill(torch.broadcast_to(mask, x.shape) <= 0, float("-inf"))
+    return x - torch.logsumexp(x, dim=-1, keepdim=True)
+
+
+def lad_theory_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
+                    div: str | Divergence = "js", mask: Tensor | None = None) -> Tensor:
+    """Theoretical LAD loss: ``D_f(P_pi || P_A)`` with exact partition functions (LAD_SPEC, Lemma 3.1).
+
+        P_pi(y) = (pi(y)/pi_old(y)) / Z_pi,   P_A(y) = exp(A(y)/eta) / Z_A,
+        L_theory = sum_y P_A(y) f( P_pi(y) / P_A(y) ).
+
+    Both partition functions are ``logsumexp`` over the last axis, which must therefore enumerate the whole
+    action set (``mask`` removes actions that do not exist). No ``weights``: every action counts once.
+
+    Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
+    """
+    _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, mask=mask)
+    _check_eta(eta)
+    logp, logp_old, advantages = _promote(logp, logp_old, advantages)
+    log_ratio, u = torch.broadcast_tensors(logp - logp_old.detach(), advantages / eta)
+    log_p_pi = _masked_log_normalize(log_ratio, mask)
+    log_p_a = _masked_log_normalize(u, mask)
+    if mask is not None:  # -inf - -inf would be NaN; masked summands are zeroed by reduce_actions anyway
+        keep = torch.broadcast_to(mask, log_p_pi.shape) > 0
+        log_p_pi = torch.where(keep, log_p_pi, torch.zeros_like(log_p_pi))
+        log_p_a = torch.where(keep, log_p_a, torch.zeros_like(log_p_a))
+    terms = get_divergence(div).perspective(log_p_pi, log_p_a)
+    return reduce_actions(terms, torch.ones_like(terms), mask)
+
+
+# --- GRPO -----------------------------------------------------------------------------------------
+
+def grpo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: float | None = 0.2,
+               eps_high: float | None = 0.2, beta: float = 0.0,
+               logp_ref: Tensor | None = None) -> Tensor:
+    """Per-sample GRPO loss (the negated clipped surrogate plus the k3 KL penalty); LAD_SPEC "GRPO".
+
+        term = -min( r A, clip(r, 1 - eps_low, 1 + eps_high) A ) + beta * (exp(lref - lp) - (lref - lp) - 1)
+
+    ``eps_low = eps_high = None`` disables clipping (plain advantage maximization ``-r A``).
+    """
+    _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, logp_ref=logp_ref)
+    if beta and logp_ref is None:
+        raise ValueError("beta > 0 needs logp_ref, the reference policy's log-probs")
+    logp, logp_old, advantages, logp_ref = _promote(logp, logp_old, advantages, logp_ref)
+    ratio = torch.exp(logp - logp_old.detach())
+    surrogate = ratio * advantages
+    if eps_low is not None or eps_high is not None:
+        lo = 1.0 - (eps_low if eps_low is not None else float("inf"))
+        hi = 1.0 + (eps_high if eps_high is not None else float("inf"))
+        surrogate = torch.minimum(surrogate, ratio.clamp(lo, hi) * advantages)
+    terms = -surrogate
+    if beta:
+        delta = logp_ref.detach() - logp
+        terms = terms + beta * (torch.exp(delta) - delta - 1.0)
+    return terms
+
+
+def grpo_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: float | None = 0.2,
+              eps_high: float | None = 0.2, beta: float = 0.0, logp_ref: Tensor | None = None,
+              weights: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """GRPO loss ``-J_GRPO`` (LAD_SPEC "GRPO"), to minimize.
+
+    Without clipping and with ``beta = 0`` and ``weights = pi_old`` this is ``-E_{pi_theta}[A]``.
+    Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
+    """
+    _check_inputs(weights=weights, mask=mask, logp=logp)
+    terms = grpo_terms(logp, logp_old, advantages, eps_low=eps_low, eps_high=eps_high, beta=beta,
+                       logp_ref=logp_ref)
+    return reduce_actions(terms, weights, mask)
