@@ -1,0 +1,179 @@
+"""The fused token-level LAD loss: one pass computes the loss and its gradient; backward is one multiply.
+
+For a token with log-ratio ``t = logp - logp_old`` and ``u = A/eta`` the practical LAD summand is the perspective
+``exp(u) f(exp(t - u))`` (``ladsim.divergences``). Its derivative with respect to ``logp`` is
+
+    d/dlogp [ e^u f(r e^{-u}) ] = r f'(r e^{-u}) = p f'(p/q),     p = e^t, q = e^u,
+
+evaluated below in closed form per generator, in log space, so that it is finite wherever its true value is
+representable. The loss is linear in the per-token summands (``agg_weights``), so
+
+    dL/dlogp_bt = w_bt * p_bt f'(p_bt / q_bt).
+
+The forward computes both the loss and this gradient (float32, or float64 for float64 inputs) and saves only
+the gradient, ``B*T`` numbers; backward multiplies it by the incoming scalar. The kernel is plain torch
+(runs anywhere); :func:`fused_lad_loss` runs it through ``torch.compile`` when asked and when compilation works,
+falling back to the eager kernel otherwise.
+
+Finite range (float32; ``|t| <= 50``, ``|u| <= 50``): loss and gradient are finite for kl, rkl, jf, js, hd, tv on
+the whole box. Pearson's summand and gradient are ``~ e^{2t - u}`` and Neyman's ``~ e^{2u - t}``; they are finite
+only while that exponent stays below ``log(float32 max) ~ 88.7`` (beyond it the true value itself is not
+representable in float32, and ``inf`` is returned rather than a silently clamped number).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.nn.functional import softplus
+
+from ladsim.divergences import LOG2, Divergence, get_divergence
+from ladsim.llm.token_loss import _bool_mask, _expand_adv, agg_weights, check_token_inputs
+from ladsim.losses import _check_eta
+
+GradWeight = Callable[[Tensor, Tensor], Tensor]
+
+
+# --- p f'(p/q) from (log p, log q) = (t, u), one closed form per generator ----------------------------
+
+def _gw_kl(t: Tensor, u: Tensor) -> Tensor:  # f' = log x + 1
+    return torch.exp(t) * (t - u + 1.0)
+
+
+def _gw_rkl(t: Tensor, u: Tensor) -> Tensor:  # f' = -1/x  ->  -q
+    return -torch.exp(u)
+
+
+def _gw_jf(t: Tensor, u: Tensor) -> Tensor:  # f' = log x + 1 - 1/x  ->  p (log x + 1) - q
+    return torch.exp(t) * (t - u + 1.0) - torch.exp(u)
+
+
+def _gw_js(t: Tensor, u: Tensor) -> Tensor:  # f' = 1/2 log(2x/(x+1)) = 1/2 (log 2 - softplus(-log x))
+    return 0.5 * torch.exp(t) * (LOG2 - softplus(u - t))
+
+
+def _gw_hd(t: Tensor, u: Tensor) -> Tensor:  # f' = 1/2 (1 - x^{-1/2})  ->  1/2 (p - sqrt(p q))
+    return 0.5 * (torch.exp(t) - torch.exp(0.5 * (t + u)))
+
+
+def _gw_tv(t: Tensor, u: Tensor) -> Tensor:  # f' = 1/2 sign(x - 1) (the subgradient 0 at x = 1)
+    return 0.5 * torch.exp(t) * torch.sign(t - u)
+
+
+def _gw_pearson(t: Tensor, u: Tensor) -> Tensor:  # f' = 2 (x - 1)  ->  2 p expm1(t - u)
+    return 2.0 * torch.exp(t) * torch.expm1(t - u)
+
+
+def _gw_neyman(t: Tensor, u: Tensor) -> Tensor:  # f' = 1 - 1/x^2  ->  p - q^2/p = -p expm1(2(u - t))
+    return -torch.exp(t) * torch.expm1(2.0 * (u - t))
+
+
+GRAD_WEIGHTS: dict[str, GradWeight] = {
+    "kl": _gw_kl, "rkl": _gw_rkl, "jf": _gw_jf, "js": _gw_js, "hd": _gw_hd, "tv": _gw_tv,
+    "pearson": _gw_pearson, "neyman": _gw_neyman,
+}
+
+
+def lad_grad_weight(t: Tensor, u: Tensor, div: str | Divergence = "js") -> Tensor:
+    """``d/dt [e^u f(e^{t-u})] = e^t f'(e^{t-u})`` elementwise; ``t`` = log-ratio, ``u`` = A/eta.
+
+    Registered generators use the closed forms above; any other :class:`Divergence` falls back to
+    ``exp(t) * derivative(t - u)``, which may overflow earlier than the true value.
+    """
+    d = get_divergence(div)
+    fn = GRAD_WEIGHTS.get(d.key)
+    if fn is not None and d is get_divergence(d.key):
+        return fn(t, u)
+    return torch.exp(t) * d.derivative(t - u)
+
+
+# --- the kernel ---------------------------------------------------------------------------------------
+
+def _lad_kernel(logp: Tensor, logp_old: Tensor, adv: Tensor, weights: Tensor, keep: Tensor, eta: float,
+                perspective: Callable[[Tensor, Tensor], Tensor], grad_weight: GradWeight) -> tuple[Tensor, Tensor]:
+    """``(loss, dloss/dlogp)`` for one token batch; all elementwise work in the accumulation dtype."""
+    dt = weights.dtype
+    zero = torch.zeros((), dtype=dt, device=logp.device)
+    t = torch.where(keep, logp.to(dt) - logp_old.to(dt), zero)
+    u = torch.where(keep, adv.to(dt) / eta, zero)
+    terms = torch.where(keep, perspective(t, u), zero)
+    grad = torch.where(keep, grad_weight(t, u) * weights, zero)
+    return (terms * weights).sum(), grad
+
+
+_COMPILED: dict[str, Callable | None] = {}
+_COMPILE_ERRORS: dict[str, str] = {}
+
+
+def compile_disabled() -> bool:
+    """``LADSIM_NO_COMPILE=1`` turns compilation off everywhere (the eager kernel is used)."""
+    return os.environ.get("LADSIM_NO_COMPILE", "") not in ("", "0")
+
+
+def _get_kernel(compile: bool) -> tuple[Callable, bool]:
+    """The kernel to run and whether it is compiled (compilation failures are remembered, not retried)."""
+    if not compile or compile_disabled() or "kernel" in _COMPILE_ERRORS:
+        return _lad_kernel, False
+    if "kernel" not in _COMPILED:
+        try:
+            _COMPILED["kernel"] = torch.compile(_lad_kernel, dynamic=None)
+        except Exception as err:  # noqa: BLE001 - torch.compile unavailable on this platform
+            _COMPILE_ERRORS["kernel"] = f"{type(err).__name__}: {err}"
+            return _lad_kernel, False
+    return _COMPILED["kernel"], True
+
+
+def compile_error() -> str | None:
+    """The reason compilation was given up in this process, if it was."""
+    return _COMPILE_ERRORS.get("kernel")
+
+
+class FusedLAD(torch.autograd.Function):
+    """Custom autograd function: forward returns the aggregated loss and saves only ``dL/dlogp``."""
+
+    @staticmethod
+    def forward(ctx, logp: Tensor, logp_old: Tensor, adv: Tensor, weights: Tensor, keep: Tensor, eta: float,
+                div: Divergence, compile: bool) -> Tensor:
+        kernel, compiled = _get_kernel(compile)
+        args = (logp.detach(), logp_old.detach(), adv.detach(), weights, keep, eta, div.perspective,
+                GRAD_WEIGHTS.get(div.key) if div is get_divergence(div.key) else
+                (lambda t, u: lad_grad_weight(t, u, div)))
+        if compiled:
+            try:
+                loss, grad = kernel(*args)
+            except Exception as err:  # noqa: BLE001 - a backend that fails at first call: fall back once
+                _COMPILE_ERRORS["kernel"] = f"{type(err).__name__}: {err}"
+                loss, grad = _lad_kernel(*args)
+        else:
+            loss, grad = _lad_kernel(*args)
+        ctx.save_for_backward(grad)
+        ctx.logp_dtype = logp.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_out.to(grad.dtype)).to(ctx.logp_dtype), None, None, None, None, None, None, None
+
+
+def fused_lad_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, response_mask: Tensor, *,
+                   eta: float = 1.0, div: str | Divergence = "js", loss_agg_mode: str = "token-mean",
+                   norm_length: float | None = None, compile: bool = False) -> Tensor:
+    """Token-level practical LAD, fused: equal to ``lad_token_loss(..., ratio="token")`` in value and gradient.
+
+    Shapes: ``log_prob, old_log_prob, response_mask (B, T)``, ``advantages (B, T)`` or ``(B,)``; returns a scalar
+    in float32 (float64 for float64 ``log_prob``). Gradients flow to ``log_prob`` only (in its dtype).
+    ``compile=True`` runs the kernel through ``torch.compile`` if it works here (else the eager kernel).
+    """
+    check_token_inputs(log_prob, old_log_prob, advantages, response_mask, loss_agg_mode)
+    _check_eta(eta)
+    d = get_divergence(div)
+    keep = _bool_mask(response_mask)
+    weights = agg_weights(response_mask, loss_agg_mode, norm_length)
+    if log_prob.dtype == torch.float64:
+        weights = weights.double()
+    adv = _expand_adv(advantages, log_prob.shape)
+    return FusedLAD.apply(log_prob, old_log_prob, adv, weights, keep, float(eta), d, bool(compile))
