@@ -1,0 +1,284 @@
+"""Reward specifications for N-armed bandits with several good arms.
+
+A reward spec knows, for every arm ``y``:
+
+* ``expected_rewards()``  ``R(y)`` as an ``(N,)`` float64 array (what exact expectations use);
+* ``sample(arms, gen)``   sampled rewards for a tensor of arm indices (what sampled groups use);
+* ``success_prob()``      the probability that one pull of ``y`` counts as a success, in ``[0, 1]``
+  (what pass@k and distinct@k use);
+* ``modes()``             the spec's modes, each a list of arm indices (what mode coverage uses).
+
+Specs are built from one string (``parse_reward``), the form the CLI and the study files use:
+
+* ``mixture`` or ``mixture:MEAN/WIDTH/HEIGHT,...``  a Gaussian-mixture shape over the arm index;
+* ``correct`` or ``correct:ARM,ARM,...[;p=P][;q=Q]``  correct arms pay 1 with probability P, others with Q;
+* a path to a ``.csv`` or ``.npy`` file holding one reward per arm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# The paper's Figure 1 bandit: 50 arms, a trimodal target. Its means, widths and heights are not given in
+# the paper; these are ladsim's choice (LAD_SPEC asks for one documented place): three separated peaks of
+# unequal height, so that advantage maximization has one best arm to collapse onto.
+DEFAULT_MIXTURE = ((10.0, 3.0, 1.0), (25.0, 4.0, 0.85), (40.0, 3.0, 0.7))
+DEFAULT_CORRECT_FRACTION = 0.1  # correct arms per arm for `correct` without a list: 5 of 50
+
+
+def _spread(n_arms: int, k: int) -> tuple[int, ...]:
+    """``k`` arms spread evenly over ``0..n_arms-1``, away from the edges."""
+    return tuple(int(round((i + 0.5) * n_arms / k)) for i in range(k))
+
+
+def _runs(mask: np.ndarray) -> list[list[int]]:
+    """Maximal runs of consecutive True entries, as lists of indices."""
+    runs, current = [], []
+    for i, m in enumerate(mask):
+        if m:
+            current.append(i)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """Deterministic shaped reward ``R(y) = sum_k h_k exp(-(y - m_k)^2 / (2 w_k^2))``.
+
+    Mode ``k`` is the set of arms within two widths of its mean. Success probability: ``R`` min-max scaled
+    to ``[0, 1]``.
+    """
+
+    n_arms: int
+    components: tuple[tuple[float, float, float], ...] = DEFAULT_MIXTURE
+
+    kind = "mixture"
+
+    def __post_init__(self) -> None:
+        _check_arms(self.n_arms)
+        if not self.components:
+            raise ValueError("a mixture reward needs at least one component MEAN/WIDTH/HEIGHT")
+        for mean, width, height in self.components:
+            if not (0 <= mean <= self.n_arms - 1):
+                raise ValueError(f"mixture mean {mean} lies outside the arms 0..{self.n_arms - 1}")
+            if not width > 0:
+                raise ValueError(f"mixture width must be > 0, got {width}")
+            if not (height > 0 and math.isfinite(height)):
+                raise ValueError(f"mixture height must be a finite number > 0, got {height}")
+
+    def expected_rewards(self) -> np.ndarray:
+        y = np.arange(self.n_arms, dtype=np.float64)[:, None]
+        m, w, h = (np.array(c, dtype=np.float64) for c in zip(*self.components))
+        return (h * np.exp(-0.5 * ((y - m) / w) ** 2)).sum(-1)
+
+    def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
+
+    def success_prob(self) -> np.ndarray:
+        return _minmax(self.expected_rewards())
+
+    def modes(self) -> list[list[int]]:
+        arms = np.arange(self.n_arms)
+        return [arms[np.abs(arms - m) <= 2 * w].tolist() for m, w, _ in self.components]
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n_arms": self.n_arms,
+                "components": [{"mean": m, "width": w, "height": h} for m, w, h in self.components]}
+
+
+@dataclass(frozen=True)
+class CorrectSet:
+    """Verifiable reward: a pull of a correct arm pays 1 with probability ``p``, of any other arm with ``q``.
+
+    Every correct arm is a mode of its own. Success probability: ``p`` on correct arms, ``q`` elsewhere.
+    """
+
+    n_arms: int
+    correct: tuple[int, ...] = ()
+    p: float = 1.0
+    q: float = 0.0
+
+    kind = "correct"
+
+    def __post_init__(self) -> None:
+        _check_arms(self.n_arms)
+        if not self.correct:
+            k = max(2, int(round(DEFAULT_CORRECT_FRACTION * self.n_arms)))
+            object.__setattr__(self, "correct", _spread(self.n_arms, min(k, self.n_arms - 1)))
+        bad = [a for a in self.correct if not 0 <= a < self.n_arms]
+        if bad:
+            raise ValueError(f"correct arms {bad} lie outside the arms 0..{self.n_arms - 1}")
+        if len(set(self.correct)) != len(self.correct):
+            raise ValueError(f"correct arms repeat: {list(self.correct)}")
+        for name, v in (("p", self.p), ("q", self.q)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"correct-set probability {name} must lie in [0, 1], got {v}")
+        if not self.p > self.q:
+            raise ValueError(f"correct arms must pay more often than the others: need p > q, got p={self.p}, q={self.q}")
+
+    def success_prob(self) -> np.ndarray:
+        prob = np.full(self.n_arms, self.q, dtype=np.float64)
+        prob[list(self.correct)] = self.p
+        return prob
+
+    def expected_rewards(self) -> np.ndarray:
+        return self.success_prob()
+
+    def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        prob = torch.as_tensor(self.success_prob(), device=arms.device)[arms]
+        return torch.bernoulli(prob, generator=gen)
+
+    def modes(self) -> list[list[int]]:
+        return [[a] for a in sorted(self.correct)]
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n_arms": self.n_arms, "correct": list(self.correct), "p": self.p, "q": self.q}
+
+
+@dataclass(frozen=True)
+class ArrayReward:
+    """A user-supplied deterministic reward per arm (from a ``.csv`` or ``.npy`` file).
+
+    Modes: maximal runs of consecutive arms whose min-max scaled reward is at least 1/2. Success probability:
+    the min-max scaled reward.
+    """
+
+    values: tuple[float, ...]
+    source: str = ""
+
+    kind = "array"
+
+    def __post_init__(self) -> None:
+        v = np.asarray(self.values, dtype=np.float64)
+        _check_arms(v.size)
+        if not np.all(np.isfinite(v)):
+            bad = np.flatnonzero(~np.isfinite(v))[:5].tolist()
+            raise ValueError(f"rewards must be finite numbers; NaN or Inf at arms {bad}")
+        if np.ptp(v) == 0:
+            raise ValueError("all rewards are equal: no arm is better than another, nothing to learn")
+
+    @property
+    def n_arms(self) -> int:
+        return len(self.values)
+
+    def expected_rewards(self) -> np.ndarray:
+        return np.asarray(self.values, dtype=np.float64)
+
+    def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
+
+    def success_prob(self) -> np.ndarray:
+        return _minmax(self.expected_rewards())
+
+    def modes(self) -> list[list[int]]:
+        return _runs(self.success_prob() >= 0.5)
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "n_arms": self.n_arms, "source": self.source, "values": list(self.values)}
+
+
+RewardSpec = GaussianMixture | CorrectSet | ArrayReward
+
+
+def _check_arms(n_arms: int) -> None:
+    if not isinstance(n_arms, (int, np.integer)) or n_arms < 2:
+        raise ValueError(f"a bandit needs at least 2 arms, got {n_arms}")
+
+
+def _minmax(v: np.ndarray) -> np.ndarray:
+    span = np.ptp(v)
+    return (v - v.min()) / span if span > 0 else np.ones_like(v)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split("/")]
+    except ValueError:
+        raise ValueError(f"malformed {what} {text!r}: expected numbers separated by '/'") from None
+
+
+def load_reward_file(path: str | Path) -> np.ndarray:
+    """Read one reward per arm from a ``.npy`` (1-D) or ``.csv`` (one row, one column, or a ``reward`` column)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"reward file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            values = np.load(path, allow_pickle=False)
+        elif suffix == ".csv":
+            import pandas as pd
+
+            frame = pd.read_csv(path, header=None)
+            if "reward" in frame.iloc[0].astype(str).str.strip().str.lower().tolist():
+                frame = pd.read_csv(path)
+                frame.columns = [str(c).strip().lower() for c in frame.columns]
+                frame = frame[["reward"]]
+            values = frame.to_numpy()
+        else:
+            raise ValueError(f"reward file {path} must end in .csv or .npy")
+        values = np.asarray(values, dtype=np.float64)
+    except ValueError as err:
+        if "must end in" in str(err):
+            raise
+        raise ValueError(f"reward file {path} is malformed: it must hold numbers only ({err})") from None
+    except Exception as err:  # corrupt .npy, unreadable csv
+        raise ValueError(f"reward file {path} could not be read: {err}") from None
+    if values.ndim == 2 and 1 in values.shape:
+        values = values.reshape(-1)
+    if values.ndim != 1:
+        raise ValueError(f"reward file {path} must hold one reward per arm (a single row or column), "
+                         f"got shape {values.shape}")
+    return values
+
+
+def parse_reward(spec: str, n_arms: int | None = None) -> RewardSpec:
+    """Build a reward spec from its string form (module docstring). ``n_arms`` is required for the built-ins
+    and, for a file, must match the file's length when given."""
+    spec = spec.strip()
+    head, _, body = spec.partition(":")
+    if head in ("mixture", "correct") and n_arms is None:
+        raise ValueError(f"the {head} reward needs the number of arms")
+    if head == "mixture":
+        if not body:
+            return GaussianMixture(n_arms)
+        comps = []
+        for part in body.split(","):
+            nums = _floats(part.strip(), "mixture component")
+            if len(nums) != 3:
+                raise ValueError(f"malformed mixture component {part!r}: expected MEAN/WIDTH/HEIGHT")
+            comps.append(tuple(nums))
+        return GaussianMixture(n_arms, tuple(comps))
+    if head == "correct":
+        arms_text, *options = body.split(";") if body else ("",)
+        try:
+            arms = tuple(int(a) for a in arms_text.split(",") if a.strip())
+        except ValueError:
+            raise ValueError(f"malformed correct arms {arms_text!r}: expected integers like 3,17,29") from None
+        kwargs = {}
+        for opt in options:
+            key, _, value = opt.partition("=")
+            if key.strip() not in ("p", "q") or not value:
+                raise ValueError(f"malformed correct-set option {opt!r}: expected p=PROB or q=PROB")
+            try:
+                kwargs[key.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"malformed correct-set option {opt!r}: {value!r} is not a number") from None
+        return CorrectSet(n_arms, arms, **kwargs)
+    path = Path(spec)
+    if path.suffix.lower() not in (".csv", ".npy"):
+        raise ValueError(f"unknown reward {spec!r}: use 'mixture', 'correct' or a path to a .csv/.npy file")
+    values = load_reward_file(path)
+    if n_arms is not None and len(values) != n_arms:
+        raise ValueError(f"reward file {path} has {len(values)} rewards but --arms is {n_arms}")
+    return ArrayReward(tuple(values.tolist()), source=str(path))

@@ -1,0 +1,173 @@
+"""The vectorized bandit trainer: ``S`` seeds of a softmax policy over ``N`` arms train as one ``(S, N)`` tensor.
+
+Seeds are a tensor dimension (as in purejaxrl): the loss of every seed is computed in one batched call of the
+shared loss core, the per-seed losses are summed (seeds share no parameters, so the gradient of the sum is each
+seed's own gradient) and one optimizer updates the whole ``(S, N)`` logit tensor. Adam and SGD act elementwise,
+so this is exactly ``S`` independent runs. There is no Python loop over seeds or arms.
+
+One optimizer step, top to bottom (LAD_SPEC):
+
+1. every ``refresh_every`` steps: ``pi_old <- pi_theta`` (never when ``refresh_every = 0``);
+2. exact mode: ``A(y) = R(y) - E_{pi_old}[R]`` for every arm, expectations weighted by ``pi_old``;
+   sampled mode (every ``epochs`` steps): ``G`` arms per seed drawn from ``pi_old``, their rewards drawn from
+   the spec, group-relative advantages;
+3. loss: ``grpo_loss`` / ``lad_loss`` / ``lad_theory_loss`` (the latter always over all arms with the exact
+   advantage: it needs the partition functions, so it is the oracle objective in sampled mode too);
+4. backward, optimizer step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ladsim.advantages import group_advantages
+from ladsim.bandit.config import BanditConfig
+from ladsim.bandit.metrics import PolicyMetrics
+from ladsim.losses import grpo_loss, lad_loss, lad_theory_loss
+
+DTYPE = torch.float64
+
+
+@dataclass
+class TrainResult:
+    """What a bandit experiment produced.
+
+    Attributes:
+        config: the settings.
+        metrics: tidy frame, one row per (objective, seed, logged step), one column per metric.
+        final_policy: objective -> ``(S, N)`` array of final action probabilities.
+        target: ``(N,)`` the distribution the objectives should reach, ``pi_old exp(A/eta) / Z`` at the prior.
+        rewards: ``(N,)`` expected reward per arm.
+    """
+
+    config: BanditConfig
+    metrics: pd.DataFrame
+    final_policy: dict[str, np.ndarray]
+    target: np.ndarray
+    rewards: np.ndarray
+
+
+def log_prior(config: BanditConfig) -> Tensor:
+    """``log pi_old`` at the start, ``(N,)``: uniform, or the given prior normalized."""
+    if config.prior is None:
+        return torch.full((config.arms,), -np.log(config.arms), dtype=DTYPE)
+    prior = torch.tensor(config.prior, dtype=DTYPE)
+    return torch.log(prior / prior.sum())
+
+
+def target_log_distribution(config: BanditConfig) -> Tensor:
+    """``log(pi_old exp(A/eta) / Z)`` at the prior, ``(N,)``; the centering of ``A`` cancels in ``Z``."""
+    rewards = torch.tensor(config.reward_spec().expected_rewards(), dtype=DTYPE)
+    return torch.log_softmax(log_prior(config) + rewards / config.eta, dim=-1)
+
+
+def _exact_advantages(rewards: Tensor, logp_old: Tensor) -> Tensor:
+    """``A = R - E_{pi_old}[R]``: ``rewards (N,)``, ``logp_old (S, N)`` -> ``(S, N)``."""
+    return rewards - (logp_old.exp() * rewards).sum(-1, keepdim=True)
+
+
+def train_objective(config: BanditConfig, objective: str,
+                    on_steps: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Train ``config.seeds`` policies under one objective.
+
+    Returns ``(trajectory, final_policy)``: ``trajectory`` maps ``"step"`` to ``(T,)`` and each metric to
+    ``(T, S)`` arrays at the logged steps (0, ``log_every``, ..., ``steps``); ``final_policy`` is ``(S, N)``.
+    ``on_steps(n)`` is called as training advances by ``n`` steps (for progress bars).
+    """
+    spec = config.reward_spec()
+    S, N, G = config.seeds, config.arms, config.group_size
+    gen = torch.Generator().manual_seed(config.seed)
+    rewards = torch.tensor(spec.expected_rewards(), dtype=DTYPE)
+    prior = log_prior(config)
+    metrics = PolicyMetrics(target_log_distribution(config), spec.expected_rewards(), spec.success_prob(),
+                            spec.modes(), config.metric_ks)
+
+    theta = prior.expand(S, N).clone()
+    if config.init_std > 0:
+        theta += config.init_std * torch.randn(S, N, generator=gen, dtype=DTYPE)
+    theta.requires_grad_(True)
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam([theta], lr=config.lr)
+    else:
+        opt = torch.optim.SGD([theta], lr=config.lr)
+    clip = config.clip
+    sampled = config.mode == "sampled"
+
+    logp_old = prior.expand(S, N)
+    advantages = _exact_advantages(rewards, logp_old)
+    weights = logp_old.exp()
+    steps_logged, logged = [], []
+
+    def log(step: int) -> None:
+        steps_logged.append(step)
+        logged.append(metrics(torch.log_softmax(theta.detach(), -1)))
+
+    progress_chunk = max(1, config.steps // 100)
+    for step in range(config.steps):
+        if config.refresh_every and step % config.refresh_every == 0:
+            logp_old = torch.log_softmax(theta.detach(), -1)
+            weights = logp_old.exp()
+            advantages = _exact_advantages(rewards, logp_old)
+        if sampled and step % config.epochs == 0:
+            arms = torch.multinomial(weights, G, replacement=True, generator=gen)  # (S, G)
+            group_adv = group_advantages(spec.sample(arms, gen).to(DTYPE), scale=config.advantage_scale)
+            batch_logp_old = logp_old.gather(-1, arms)
+        if step % config.log_every == 0:
+            log(step)
+
+        logp = torch.log_softmax(theta, -1)
+        if objective == "lad-theory":
+            loss = lad_theory_loss(logp, logp_old, advantages, eta=config.eta, div=config.div)
+        elif sampled:
+            batch_logp = logp.gather(-1, arms)
+            if objective == "lad":
+                loss = lad_loss(batch_logp, batch_logp_old, group_adv, eta=config.eta, div=config.div)
+            else:
+                loss = grpo_loss(batch_logp, batch_logp_old, group_adv, eps_low=clip, eps_high=clip)
+        elif objective == "lad":
+            loss = lad_loss(logp, logp_old, advantages, eta=config.eta, div=config.div, weights=weights)
+        else:
+            loss = grpo_loss(logp, logp_old, advantages, eps_low=clip, eps_high=clip, weights=weights)
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        if on_steps is not None and (step + 1) % progress_chunk == 0:
+            on_steps(progress_chunk)
+    if on_steps is not None:
+        on_steps(config.steps % progress_chunk)
+    log(config.steps)
+
+    trajectory = {"step": np.array(steps_logged)}
+    for name in logged[0]:
+        trajectory[name] = torch.stack([m[name] for m in logged]).numpy()
+    final = torch.softmax(theta.detach(), -1).numpy()
+    return trajectory, final
+
+
+def train(config: BanditConfig, on_steps: Callable[[int], None] | None = None) -> TrainResult:
+    """Train every objective of ``config`` and gather a tidy metrics frame."""
+    frames, finals = [], {}
+    for objective in config.objectives:
+        trajectory, finals[objective] = train_objective(config, objective, on_steps)
+        steps = trajectory.pop("step")
+        T, S = len(steps), config.seeds
+        frame = pd.DataFrame({
+            "objective": objective,
+            "seed": np.tile(np.arange(S), T),
+            "step": np.repeat(steps, S),
+            **{name: values.reshape(-1) for name, values in trajectory.items()},
+        })
+        frames.append(frame)
+    return TrainResult(
+        config=config,
+        metrics=pd.concat(frames, ignore_index=True),
+        final_policy=finals,
+        target=target_log_distribution(config).exp().numpy(),
+        rewards=config.reward_spec().expected_rewards(),
+    )
