@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import softplus
 
-from ladsim.divergences import LOG2, Divergence, get_divergence
+from ladsim.divergences import DIVERGENCES, LOG2, Divergence, get_divergence
 from ladsim.llm.token_loss import _bool_mask, _expand_adv, agg_weights, check_token_inputs
 from ladsim.losses import _check_eta
 
@@ -63,12 +63,16 @@ def _gw_tv(t: Tensor, u: Tensor) -> Tensor:  # f' = 1/2 sign(x - 1) (the subgrad
     return 0.5 * torch.exp(t) * torch.sign(t - u)
 
 
-def _gw_pearson(t: Tensor, u: Tensor) -> Tensor:  # f' = 2 (x - 1)  ->  2 p expm1(t - u)
-    return 2.0 * torch.exp(t) * torch.expm1(t - u)
+def _gw_pearson(t: Tensor, u: Tensor) -> Tensor:  # f' = 2 (x - 1)  ->  2 p expm1(t - u) = 2 (p^2/q - p)
+    # expm1 keeps precision near x = 1; the difference of exponentials avoids a spurious overflow of expm1
+    # where p is tiny and the product is still representable.
+    d = t - u
+    return torch.where(d < 60.0, 2.0 * torch.exp(t) * torch.expm1(d), 2.0 * (torch.exp(t + d) - torch.exp(t)))
 
 
 def _gw_neyman(t: Tensor, u: Tensor) -> Tensor:  # f' = 1 - 1/x^2  ->  p - q^2/p = -p expm1(2(u - t))
-    return -torch.exp(t) * torch.expm1(2.0 * (u - t))
+    d = 2.0 * (u - t)
+    return torch.where(d < 60.0, -torch.exp(t) * torch.expm1(d), torch.exp(t) - torch.exp(t + d))
 
 
 GRAD_WEIGHTS: dict[str, GradWeight] = {
@@ -83,11 +87,15 @@ def lad_grad_weight(t: Tensor, u: Tensor, div: str | Divergence = "js") -> Tenso
     Registered generators use the closed forms above; any other :class:`Divergence` falls back to
     ``exp(t) * derivative(t - u)``, which may overflow earlier than the true value.
     """
+    return grad_weight_fn(div)(t, u)
+
+
+def grad_weight_fn(div: str | Divergence) -> GradWeight:
+    """The function ``(t, u) -> e^t f'(e^{t-u})`` for ``div`` (closed form if registered, else the fallback)."""
     d = get_divergence(div)
-    fn = GRAD_WEIGHTS.get(d.key)
-    if fn is not None and d is get_divergence(d.key):
-        return fn(t, u)
-    return torch.exp(t) * d.derivative(t - u)
+    if DIVERGENCES.get(d.key) is d and d.key in GRAD_WEIGHTS:
+        return GRAD_WEIGHTS[d.key]
+    return lambda t, u: torch.exp(t) * d.derivative(t - u)
 
 
 # --- the kernel ---------------------------------------------------------------------------------------
@@ -139,8 +147,7 @@ class FusedLAD(torch.autograd.Function):
                 div: Divergence, compile: bool) -> Tensor:
         kernel, compiled = _get_kernel(compile)
         args = (logp.detach(), logp_old.detach(), adv.detach(), weights, keep, eta, div.perspective,
-                GRAD_WEIGHTS.get(div.key) if div is get_divergence(div.key) else
-                (lambda t, u: lad_grad_weight(t, u, div)))
+                grad_weight_fn(div))
         if compiled:
             try:
                 loss, grad = kernel(*args)
@@ -172,8 +179,7 @@ def fused_lad_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, r
     _check_eta(eta)
     d = get_divergence(div)
     keep = _bool_mask(response_mask)
-    weights = agg_weights(response_mask, loss_agg_mode, norm_length)
-    if log_prob.dtype == torch.float64:
-        weights = weights.double()
+    dt = torch.float64 if log_prob.dtype == torch.float64 else torch.float32
+    weights = agg_weights(response_mask, loss_agg_mode, norm_length, dt)
     adv = _expand_adv(advantages, log_prob.shape)
     return FusedLAD.apply(log_prob, old_log_prob, adv, weights, keep, float(eta), d, bool(compile))

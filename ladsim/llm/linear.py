@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import Divergence, get_divergence
-from ladsim.llm.fused import lad_grad_weight
+from ladsim.llm.fused import grad_weight_fn
 from ladsim.llm.token_loss import (
     _FLOAT_DTYPES,
     _bool_mask,
@@ -179,6 +179,7 @@ class _FusedLinearLAD(torch.autograd.Function):
         grad_h = torch.empty(h.shape, dtype=dt, device=h.device) if need_h else None
         grad_w = torch.zeros(wc.shape, dtype=dt, device=w.device) if need_w else None
         loss = torch.zeros((), dtype=dt, device=h.device)
+        grad_wt = grad_weight_fn(div)
         zero = torch.zeros((), dtype=dt, device=h.device)
         for s in range(0, n, chunk):
             sl = slice(s, s + chunk)
@@ -190,7 +191,7 @@ class _FusedLinearLAD(torch.autograd.Function):
             t = torch.where(k, logp - old[sl].to(dt), zero)
             u = torch.where(k, adv[sl].to(dt) / eta, zero)
             loss += (torch.where(k, div.perspective(t, u), zero) * wt).sum()
-            g = torch.where(k, lad_grad_weight(t, u, div) * wt, zero)
+            g = torch.where(k, grad_wt(t, u) * wt, zero)
             gl = _softmax_grad_(logits, lse, g, tgt[sl], temperature)
             if need_h:
                 grad_h[sl] = gl @ wc
@@ -236,7 +237,8 @@ def fused_linear_lad_loss(hidden: Tensor, weight: Tensor, targets: Tensor, old_l
         raise ValueError(f"old_log_prob shape {tuple(old_log_prob.shape)} != targets shape {tuple(targets.shape)}")
     _check_eta(eta)
     d = get_divergence(div)
-    w_agg = agg_weights(response_mask, loss_agg_mode, norm_length).reshape(-1)
+    w_agg = agg_weights(response_mask, loss_agg_mode, norm_length, _compute_dtype(hidden, weight, old_log_prob))
+    w_agg = w_agg.reshape(-1)
     keep = _bool_mask(response_mask).reshape(-1)
     adv = _expand_adv(advantages, old_log_prob.shape).reshape(-1)
     h = hidden.reshape(-1, hidden.shape[-1])

@@ -85,8 +85,8 @@ def _expand_adv(advantages: Tensor, shape: torch.Size) -> Tensor:
 # --- aggregation ------------------------------------------------------------------------------------
 
 def agg_weights(response_mask: Tensor, loss_agg_mode: str = "token-mean",
-                norm_length: float | None = None) -> Tensor:
-    """Per-token weights ``w (B, T)`` (float32, 0 where masked) with ``loss = sum_{b,t} w * l``.
+                norm_length: float | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Per-token weights ``w (B, T)`` (``dtype``, 0 where masked) with ``loss = sum_{b,t} w * l``.
 
     Every mode of the module docstring is linear in the per-token losses, so one weight tensor describes it;
     the fused paths use these weights directly. ``norm_length`` is used by ``seq-mean-token-sum-norm`` only.
@@ -95,11 +95,11 @@ def agg_weights(response_mask: Tensor, loss_agg_mode: str = "token-mean",
         raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(LOSS_AGG_MODES)}")
     if response_mask.dim() != 2:
         raise ValueError(f"response_mask must be (batch, response_length), got {tuple(response_mask.shape)}")
-    m = _bool_mask(response_mask).to(torch.float32)
+    m = _bool_mask(response_mask).to(dtype)
     if loss_agg_mode == "token-mean":
         return m / m.sum().clamp(min=1.0)
     lengths = m.sum(-1, keepdim=True)
-    n_seq = (lengths > 0).sum().clamp(min=1).to(torch.float32)
+    n_seq = (lengths > 0).sum().clamp(min=1).to(dtype)
     if loss_agg_mode == "seq-mean-token-sum":
         return m / n_seq
     if loss_agg_mode == "seq-mean-token-mean":
@@ -120,10 +120,10 @@ def agg_loss(loss_mat: Tensor, response_mask: Tensor, loss_agg_mode: str = "toke
         raise ValueError(f"loss_mat shape {tuple(loss_mat.shape)} != response_mask shape "
                          f"{tuple(response_mask.shape)}")
     keep = _bool_mask(response_mask)
-    w = agg_weights(response_mask, loss_agg_mode, norm_length)
     dtype = torch.promote_types(loss_mat.dtype, torch.float32)
+    w = agg_weights(response_mask, loss_agg_mode, norm_length, dtype)
     lm = torch.where(keep, loss_mat.to(dtype), torch.zeros((), dtype=dtype, device=loss_mat.device))
-    return (lm * w.to(dtype)).sum()
+    return (lm * w).sum()
 
 
 def _sanitize(x: Tensor, keep: Tensor) -> Tensor:
