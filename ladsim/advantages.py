@@ -29,6 +29,12 @@ def group_advantages(rewards: Tensor, *, scale: str = "std", eps: float = 1e-6,
     count = m.sum(-1, keepdim=True)
     mean = (rewards * m).sum(-1, keepdim=True) / count.clamp(min=1.0)
     centered = (rewards - mean) * m
+    # A constant group must get exactly 0. The rounded mean of equal rewards can differ from them by an ulp
+    # (0.7 * 7 / 7 != 0.7 in float32), which the division by std + eps (std ~ 0) would blow up to O(1e-2..1).
+    valid = m > 0
+    hi = torch.where(valid, rewards, float("-inf")).amax(-1, keepdim=True)
+    lo = torch.where(valid, rewards, float("inf")).amin(-1, keepdim=True)
+    centered = torch.where(hi == lo, torch.zeros_like(centered), centered)
     if scale == "none":
         return centered
     var = (centered**2).sum(-1, keepdim=True) / (count - 1.0).clamp(min=1.0)

@@ -22,6 +22,9 @@ are promoted to float32 before any arithmetic.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -49,9 +52,27 @@ def _check_inputs(**tensors: Tensor | None) -> None:
         raise ValueError(f"shapes do not broadcast: {shapes}") from None
 
 
-def _check_eta(eta: float) -> None:
-    if not (isinstance(eta, (int, float)) and eta > 0 and eta != float("inf")):
+def _check_eta(eta: float) -> float:
+    """Validate ``eta`` (any real scalar, numpy scalars included) and return it as a Python float."""
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0.0 < float(eta) < math.inf:
         raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
+    return float(eta)
+
+
+def _neutralize(mask: Tensor | None, *xs: Tensor | None) -> list[Tensor | None]:
+    """Replace masked entries of the inputs by 0 *before* any arithmetic.
+
+    ``reduce_actions`` zeroes masked summands with ``torch.where``, which fixes the value but not the gradient:
+    a masked entry holding garbage (a ``-inf`` padding log-prob, an overflowing ratio) still yields
+    ``0 * inf = nan`` in the backward of the summand. With the inputs zeroed there, the masked summands are
+    finite (``f(1)``, ratio 1) and their gradient is exactly 0. Values of unmasked entries are unchanged.
+    """
+    if mask is None:
+        return list(xs)
+    shape = torch.broadcast_shapes(mask.shape, *(x.shape for x in xs if x is not None))
+    keep = torch.broadcast_to(mask, shape) > 0
+    return [None if x is None else torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+            for x in xs]
 
 
 def reduce_actions(terms: Tensor, weights: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
@@ -80,7 +101,7 @@ def lad_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     broadcast shape of the inputs.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages)
-    _check_eta(eta)
+    eta = _check_eta(eta)
     logp, logp_old, advantages = _promote(logp, logp_old, advantages)
     return get_divergence(div).perspective(logp - logp_old.detach(), advantages / eta)
 
@@ -98,7 +119,8 @@ def lad_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
 
     Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
     """
-    _check_inputs(weights=weights, mask=mask, logp=logp)
+    _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, weights=weights, mask=mask)
+    logp, logp_old, advantages = _neutralize(mask, logp, logp_old, advantages)
     return reduce_actions(lad_terms(logp, logp_old, advantages, eta=eta, div=div), weights, mask)
 
 
@@ -124,7 +146,7 @@ def lad_theory_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: 
     Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, mask=mask)
-    _check_eta(eta)
+    eta = _check_eta(eta)
     logp, logp_old, advantages = _promote(logp, logp_old, advantages)
     log_ratio, u = torch.broadcast_tensors(logp - logp_old.detach(), advantages / eta)
     log_p_pi = _masked_log_normalize(log_ratio, mask)
@@ -173,7 +195,9 @@ def grpo_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: fl
     Without clipping and with ``beta = 0`` and ``weights = pi_old`` this is ``-E_{pi_theta}[A]``.
     Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
     """
-    _check_inputs(weights=weights, mask=mask, logp=logp)
+    _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, logp_ref=logp_ref, weights=weights,
+                  mask=mask)
+    logp, logp_old, advantages, logp_ref = _neutralize(mask, logp, logp_old, advantages, logp_ref)
     terms = grpo_terms(logp, logp_old, advantages, eps_low=eps_low, eps_high=eps_high, beta=beta,
                        logp_ref=logp_ref)
     return reduce_actions(terms, weights, mask)
