@@ -31,6 +31,9 @@ def _register() -> None:
 
     run_app.command("bandit")(bandit_commands.run_bandit)
     bench_app.command("bandit")(bandit_commands.bench_bandit)
+    from ladsim.llm import commands as llm_commands
+
+    bench_app.command("loss")(llm_commands.bench_loss)
 
 
 _register()
