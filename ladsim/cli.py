@@ -31,6 +31,10 @@ def _register() -> None:
 
     run_app.command("bandit")(bandit_commands.run_bandit)
     bench_app.command("bandit")(bandit_commands.bench_bandit)
+    from ladsim import study_commands
+
+    app.add_typer(study_commands.study_app, name="study")
+    app.command("figures")(study_commands.figures)
     from ladsim.llm import commands as llm_commands
 
     bench_app.command("loss")(llm_commands.bench_loss)
