@@ -27,8 +27,9 @@ from torch import Tensor
 
 # The paper's Figure 1 bandit: 50 arms, a trimodal target. Its means, widths and heights are not given in
 # the paper; these are ladsim's choice (LAD_SPEC asks for one documented place): three separated peaks of
-# unequal height, so that advantage maximization has one best arm to collapse onto.
-DEFAULT_MIXTURE = ((10.0, 3.0, 1.0), (25.0, 4.0, 0.85), (40.0, 3.0, 0.7))
+# unequal height, so that advantage maximization has one best arm to collapse onto. Means and widths are
+# fractions of the number of arms N: at N = 50 the peaks sit at arms 10, 25, 40 with widths 3, 4, 3.
+DEFAULT_MIXTURE = ((0.2, 0.06, 1.0), (0.5, 0.08, 0.85), (0.8, 0.06, 0.7))
 DEFAULT_CORRECT_FRACTION = 0.1  # correct arms per arm for `correct` without a list: 5 of 50
 
 
@@ -60,14 +61,15 @@ class GaussianMixture:
     """
 
     n_arms: int
-    components: tuple[tuple[float, float, float], ...] = DEFAULT_MIXTURE
+    components: tuple[tuple[float, float, float], ...] = ()
 
     kind = "mixture"
 
     def __post_init__(self) -> None:
         _check_arms(self.n_arms)
-        if not self.components:
-            raise ValueError("a mixture reward needs at least one component MEAN/WIDTH/HEIGHT")
+        if not self.components:  # the default trimodal shape, scaled to the number of arms
+            scaled = tuple((m * self.n_arms, w * self.n_arms, h) for m, w, h in DEFAULT_MIXTURE)
+            object.__setattr__(self, "components", scaled)
         for mean, width, height in self.components:
             if not (0 <= mean <= self.n_arms - 1):
                 raise ValueError(f"mixture mean {mean} lies outside the arms 0..{self.n_arms - 1}")

@@ -1,0 +1,183 @@
+"""`ladsim run bandit` and `ladsim bench bandit` through the CLI: outputs, errors, atomicity."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ladsim import cli
+from ladsim.bandit import trainer
+from ladsim.bandit.metrics import SUMMARY_METRICS
+
+runner = CliRunner()
+SMALL = ["--arms", "12", "--steps", "40", "--seeds", "3", "--log-every", "10", "--init-std", "0.5"]
+
+
+def invoke(args):
+    """Run the CLI in-process the way the console script does (main() turns user errors into exit 2)."""
+    return runner.invoke(cli.app, args, catch_exceptions=True)
+
+
+def run_main(args, capsys):
+    sys_argv = sys.argv
+    sys.argv = ["ladsim", *args]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+    finally:
+        sys.argv = sys_argv
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_run_bandit_writes_a_complete_run_directory(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(["run", "bandit", *SMALL, "--div", "hd", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "distribution.png", "final_policy.csv", "metrics.csv", "summary.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["bandit"]["div"] == "hd" and config["bandit"]["arms"] == 12
+    assert {"torch", "numpy", "python"} <= set(config["versions"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["objectives"]) == {"grpo", "lad", "lad-theory"}
+    for metrics in summary["objectives"].values():
+        assert set(metrics) == set(SUMMARY_METRICS)
+        for value in metrics.values():
+            assert set(value) == {"mean", "lo", "hi"} and value["lo"] <= value["mean"] <= value["hi"]
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert {"objective", "seed", "step", "pass@16", "distinct@4"} <= set(metrics.columns)
+    assert len(metrics) == 3 * 3 * 5  # objectives x seeds x logged steps (0, 10, 20, 30, 40)
+    policy = pd.read_csv(out / "final_policy.csv")
+    sums = policy.groupby(["objective", "seed"]).probability.sum()
+    np.testing.assert_allclose(sums, 1.0, atol=1e-12)
+    assert "lad-theory" in result.output and "modes" in result.output and "wrote" in result.output
+    assert (out / "distribution.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_objective_flag_is_repeatable_and_sampled_mode_runs(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(["run", "bandit", *SMALL, "-o", "lad", "--objective", "grpo", "--mode", "sampled",
+                     "--group-size", "4", "--refresh-every", "5", "--reward", "correct:2,7;p=0.9", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads((out / "summary.json").read_text())["objectives"]) == ["lad", "grpo"]
+
+
+def test_reward_file_sets_the_number_of_arms(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("0\n1\n0.2\n0.9\n0\n")
+    result = invoke(["run", "bandit", "--reward", str(path), "--steps", "5", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["bandit"]["arms"] == 5
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    args = ["run", "bandit", *SMALL, "--mode", "sampled", "--group-size", "4"]
+    assert invoke([*args, "--out", str(tmp_path / "a")]).exit_code == 0
+    assert invoke([*args, "--out", str(tmp_path / "b")]).exit_code == 0
+    a = (tmp_path / "a" / "metrics.csv").read_text()
+    assert a == (tmp_path / "b" / "metrics.csv").read_text()
+    assert invoke([*args, "--seed", "7", "--out", str(tmp_path / "c")]).exit_code == 0
+    assert a != (tmp_path / "c" / "metrics.csv").read_text()
+
+
+BAD_INPUTS = [
+    (["--arms", "1"], "--arms"),
+    (["--eta", "0"], "--eta"),
+    (["--eta", "-1"], "--eta"),
+    (["--lr", "0"], "--lr"),
+    (["--steps", "0"], "--steps"),
+    (["--div", "foo"], "unknown divergence"),
+    (["--objective", "ppo"], "unknown objective"),
+    (["--optimizer", "lion"], "unknown optimizer"),
+    (["--reward", "mixture:10/3"], "MEAN/WIDTH/HEIGHT"),
+    (["--reward", "nope.csv"], "does not exist"),
+    (["--mode", "sampled", "--group-size", "1"], "--group-size"),
+    (["--mode", "other"], "unknown mode"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["run", "bandit", "--steps", "3", *args, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert "Traceback" not in out + err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_rewards_in_a_file_are_refused(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    path.write_text("0\nnan\n1\n")
+    code, _, err = run_main(["run", "bandit", "--reward", str(path), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "NaN or Inf" in err and not (tmp_path / "run").exists()
+
+
+def test_existing_out_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run_main(["run", "bandit", "--steps", "3", "--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err
+    assert (out / "keep.txt").read_text() == "mine"
+    result = invoke(["run", "bandit", "--steps", "3", "--arms", "6", "--out", str(out), "--overwrite"])
+    assert result.exit_code == 0 and not (out / "keep.txt").exists() and (out / "summary.json").exists()
+
+
+def test_an_interrupted_run_leaves_no_run_directory(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = trainer.train_objective
+
+    def interrupted(config, objective, on_steps=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(config, objective, on_steps)
+
+    monkeypatch.setattr(trainer, "train_objective", interrupted)
+    result = invoke(["run", "bandit", *SMALL, "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupt_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    from ladsim.bandit import run as run_module
+
+    def broken_plot(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "plot_distribution", broken_plot)
+    result = invoke(["run", "bandit", *SMALL, "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_lists_the_flags():
+    result = invoke(["run", "bandit", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--out", "--objective", "--seeds", "--steps", "--eta", "--lr", "--optimizer", "--mode",
+                 "--group-size", "--refresh-every", "--reward", "--overwrite", "--div", "--arms"):
+        assert flag in result.output
+
+
+def test_bench_bandit_json(tmp_path):
+    path = tmp_path / "bench.json"
+    result = invoke(["bench", "bandit", "--seeds", "5", "--steps", "10", "--arms", "8", "--naive-seeds", "1",
+                     "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(path.read_text())
+    assert {"vectorized_s", "naive_per_seed_s", "speedup"} <= set(data) and data["speedup"] > 0
+    assert "speedup" in result.output
+
+
+def test_console_script_runs():
+    exe = subprocess.run([sys.executable, "-m", "ladsim.cli", "run", "bandit", "--arms", "1"],
+                         capture_output=True, text=True)
+    assert exe.returncode == 2 and exe.stderr.strip().startswith("error: --arms")
