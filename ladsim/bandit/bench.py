@@ -12,7 +12,7 @@ import time
 import torch
 
 from ladsim.bandit.config import BanditConfig
-from ladsim.bandit.trainer import DTYPE, _exact_advantages, log_prior, train_objective
+from ladsim.bandit.trainer import DTYPE, exact_advantages, log_prior, make_optimizer, train_objective
 from ladsim.losses import lad_loss
 
 
@@ -21,9 +21,9 @@ def naive_single_seed(config: BanditConfig) -> torch.Tensor:
     rewards = torch.tensor(config.reward_spec().expected_rewards(), dtype=DTYPE)
     logp_old = log_prior(config)
     weights = logp_old.exp()
-    advantages = _exact_advantages(rewards, logp_old[None])[0]
+    advantages = exact_advantages(rewards, logp_old[None])[0]
     theta = logp_old.clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=config.lr)
+    opt = make_optimizer(theta, config)
     for _ in range(config.steps):
         loss = lad_loss(torch.log_softmax(theta, -1), logp_old, advantages, eta=config.eta, div=config.div,
                         weights=weights)
