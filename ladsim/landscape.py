@@ -68,11 +68,13 @@ class LandscapeConfig:
         for obj in self.objectives:
             need(obj in OBJECTIVES, f"unknown objective {obj!r}; choose from: {', '.join(OBJECTIVES)}")
         need(len(self.start) == 2, f"start must be (theta1, theta2), got {self.start}")
-        need(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps}")
+        need(isinstance(self.steps, int) and self.steps >= 1,
+             f"steps must be an integer >= 1, got {self.steps}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr}")
         need(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from: "
                                            f"{', '.join(OPTIMIZERS)}")
-        need(len(self.window) == 2 and self.window[0] < self.window[1], f"window must be (lo, hi), got {self.window}")
+        need(len(self.window) == 2 and self.window[0] < self.window[1],
+             f"window must be (lo, hi), got {self.window}")
         need(isinstance(self.grid, int) and self.grid >= 3, f"grid must be an integer >= 3, got {self.grid}")
 
     def replace(self, **changes) -> "LandscapeConfig":
@@ -95,7 +97,8 @@ def _advantages(config: LandscapeConfig, log_prior: Tensor) -> Tensor:
 
 
 def optimum(config: LandscapeConfig) -> np.ndarray:
-    """``(theta1*, theta2*)`` of ``pi* = pi_old exp(A/eta) / Z`` in the ``theta3 = 0`` chart, shape ``(2,)``."""
+    """``(theta1*, theta2*)`` of ``pi* = pi_old exp(A/eta) / Z`` in the ``theta3 = 0`` chart; shape ``(2,)``.
+    """
     log_prior = _log_prior(config)
     log_target = log_prior + _advantages(config, log_prior) / config.eta
     return (log_target[:2] - log_target[2]).numpy()

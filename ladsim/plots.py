@@ -1,4 +1,5 @@
-"""Figures: one function per figure, drawing only what it is given (no training, no computation beyond layout).
+"""Figures: one function per figure, drawing only what it is given (no training, no computation beyond
+layout).
 
 One style for every figure: the colours and labels of the objectives below, labelled axes, PNG (for the
 README) and, where asked, PDF (for papers).
@@ -90,7 +91,7 @@ def plot_distribution(target: np.ndarray, policies: Mapping[str, np.ndarray], *,
     return fig
 
 
-# --- the study figures (``ladsim.studies``): one function per figure, ``fn(data, *, title, **options)`` -------
+# --- the study figures (``ladsim.studies``): one function per figure, ``fn(data, *, title, **options)``
 # ``data`` maps a frame name to the tidy DataFrame the study saved (``figures/data/<study>_<frame>.csv``).
 
 DIVERGENCE_LABELS = {"tv": "TV", "hd": "Hellinger", "js": "JS", "kl": "KL", "rkl": "rKL", "jf": "Jeffreys",
@@ -108,14 +109,35 @@ METRIC_LABELS = {
 
 
 def metric_label(name: str) -> str:
-    if name in METRIC_LABELS:
-        return METRIC_LABELS[name]
+    """Short axis label of a metric (with its unit where it has one)."""
+    return METRIC_LABELS.get(name, name)
+
+
+METRIC_TITLES = {
+    "expected_reward": r"expected reward $\sum_y \pi(y) R(y)$",
+    "entropy": "policy entropy (nats)",
+    "mode_coverage": "modes kept (of the target's)",
+}
+
+
+def metric_title(name: str) -> str:
+    """A metric's panel title: what it measures, in words."""
+    if name in METRIC_TITLES:
+        return METRIC_TITLES[name]
     kind, _, k = name.partition("@")
     if kind == "pass":
-        return f"pass@{k} (P[a correct arm in {k} pulls])"
+        return f"pass@{k}: P(a correct arm among {k} pulls)"
     if kind == "distinct":
-        return f"distinct@{k} (correct arms found in {k} pulls)"
+        return f"distinct@{k}: correct arms seen in {k} pulls"
     return name
+
+
+def _flat_note(ax, lo: float, hi: float) -> None:
+    """Say so when every value of a panel lies in a band too thin to see (a saturated metric)."""
+    if hi - lo < 1e-3 * max(1.0, abs(hi)):
+        ax.text(0.5, 0.8, f"every value lies in [{lo:.4f}, {hi:.4f}]:\nsaturated on this task",
+                transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#30343f",
+                bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="#bbbbbb"))
 
 
 def _caption(fig, text: str) -> None:
@@ -182,7 +204,8 @@ def plot_landscape_figure(data, *, title: str = "", caption: str = ""):
             t2 = np.sort(g["theta2"].unique())
             loss = g.pivot(index="theta2", columns="theta1", values="loss").loc[t2, t1].to_numpy()
             levels = np.geomspace(loss.min(), loss.max(), 16)
-            filled = ax.contourf(t1, t2, loss, levels=levels, cmap="Greys_r", norm=matplotlib.colors.LogNorm())
+            filled = ax.contourf(t1, t2, loss, levels=levels, cmap="Greys_r",
+                                 norm=matplotlib.colors.LogNorm())
             ax.contour(t1, t2, loss, levels=levels, colors="white", linewidths=0.4, alpha=0.6)
             bar = fig.colorbar(filled, ax=ax, shrink=0.9, format="%.2g")
             bar.set_label("practical LAD loss (log scale)")
@@ -205,7 +228,8 @@ def plot_landscape_figure(data, *, title: str = "", caption: str = ""):
             o = optimum[optimum["div"] == div].iloc[0]
             ax.plot(o["theta1"], o["theta2"], marker="*", color="#ffd166", mec="black", ms=17, zorder=6,
                     ls="none", label=r"closed-form optimum $\pi^* \propto \pi_{old}\,e^{A/\eta}$")
-            ax.text(0.02, 0.02, f"after {int(p['step'].max())} steps, $(\\theta_1, \\theta_2)$ =\n" + "\n".join(ends)
+            ax.text(0.02, 0.02, f"after {int(p['step'].max())} steps, $(\\theta_1, \\theta_2)$ =\n"
+                    + "\n".join(ends)
                     + f"\noptimum: ({o['theta1']:.2f}, {o['theta2']:.2f}), "
                       f"$\\pi^*$ = ({o['pi1']:.2f}, {o['pi2']:.2f}, {o['pi3']:.2f})",
                     transform=ax.transAxes, fontsize=7.5, va="bottom", ha="left",
@@ -231,7 +255,214 @@ def get_divergence_name(key: str) -> str:
     return DIVERGENCES[key].name if key in DIVERGENCES else key
 
 
+def _rows(summary, metric, objective, **where):
+    rows = summary[(summary["metric"] == metric) & (summary["objective"] == objective)]
+    for column, value in where.items():
+        rows = rows[rows[column].isna()] if value is None else rows[rows[column].astype(str) == str(value)]
+    return rows
+
+
+def plot_eta_sweep(data, *, title: str = "", caption: str = "",
+                   metrics: Sequence[str] = ("expected_reward", "pass@16", "distinct@16")):
+    """Figure 3 analog: one panel per metric against eta (log scale): practical LAD's mean and 95% interval,
+    GRPO (no eta) as a horizontal band.
+
+    ``data["summary"]``: ``eta, objective, metric, seeds, mean, lo, hi`` (GRPO rows have no ``eta``).
+    """
+    summary = data["summary"]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.1 * len(metrics), 3.4), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            lad = _rows(summary, metric, "lad").dropna(subset=["eta"]).sort_values("eta")
+            grpo = _rows(summary, metric, "grpo", eta=None)
+            if len(grpo):
+                g = grpo.iloc[0]
+                ax.axhspan(g["lo"], g["hi"], color=objective_color("grpo"), alpha=0.18, lw=0)
+                ax.axhline(g["mean"], color=objective_color("grpo"), lw=1.6, ls="--",
+                           label=f"{objective_label('grpo')} (has no η)")
+            ax.fill_between(lad["eta"], lad["lo"], lad["hi"], color=objective_color("lad"), alpha=0.25, lw=0)
+            ax.errorbar(lad["eta"], lad["mean"], yerr=[lad["mean"] - lad["lo"], lad["hi"] - lad["mean"]],
+                        color=objective_color("lad"), marker="o", ms=5, lw=1.8, capsize=3,
+                        label=objective_label("lad"))
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(lad["eta"].to_numpy())
+            ax.set_xticklabels([f"{e:g}" for e in lad["eta"]])
+            ax.minorticks_off()
+            ax.set_xlabel(r"temperature $\eta$ (log scale)")
+            ax.set_ylabel(metric_label(metric))
+            ax.set_title(metric_title(metric), fontsize=10)
+            lo = min(lad["lo"].min(), grpo["lo"].min() if len(grpo) else np.inf)
+            hi = max(lad["hi"].max(), grpo["hi"].max() if len(grpo) else -np.inf)
+            pad = max(0.15 * (hi - lo), 0.02 * max(abs(hi), 1e-3))
+            ax.set_ylim(lo - pad, hi + pad)
+            _flat_note(ax, lo, hi)
+        seeds = int(summary["seeds"].min())
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9,
+                   title=f"mean and 95% bootstrap interval over {seeds} seeds", title_fontsize=8.5,
+                   bbox_to_anchor=(0.5, -0.02))
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        _caption(fig, caption)
+    return fig
+
+
+def plot_divergence_ablation(data, *, title: str = "", caption: str = "",
+                             metrics: Sequence[str] = ("expected_reward", "pass@16", "distinct@16")):
+    """Figure 4 analog: one point per f-generator (coloured by the paper's class) with its 95% interval, the
+    class means as dashed lines (their intervals shaded over the class's points), GRPO as a dotted line.
+
+    ``data["summary"]``: ``div, objective, metric, seeds, mean, lo, hi``; pooled rows carry the class name
+    (``strict``, ``non-strict``) in ``div``; GRPO rows have no ``div``.
+    """
+    from ladsim.divergences import DIVERGENCES
+
+    summary = data["summary"]
+    order = [d for d in DIVERGENCES if d in set(summary["div"].dropna())]
+    order.sort(key=lambda d: {"strict": 0, "non-strict": 1}.get(DIVERGENCES[d].paper_class, 2))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.3 * len(metrics), 3.7), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            rows = _rows(summary, metric, "lad").set_index("div")
+            x = np.arange(len(order))
+            points = rows.loc[order]
+            # the axis spans the two classes and GRPO (the comparison drawn); a generator outside it is drawn
+            # as a triangle on the edge with its value
+            classed = points[[DIVERGENCES[d].paper_class is not None for d in order]]
+            grpo = _rows(summary, metric, "grpo", div=None)
+            lo, hi = classed["lo"].min(), classed["hi"].max()
+            if len(grpo):
+                lo, hi = min(lo, grpo["lo"].min()), max(hi, grpo["hi"].max())
+            pad = max(0.12 * (hi - lo), 0.02 * max(abs(hi), 1e-3))
+            ylo, yhi = lo - pad, hi + pad
+            for i, d in enumerate(order):
+                p = points.loc[d]
+                color = CLASS_COLORS[DIVERGENCES[d].paper_class]
+                if ylo <= p["mean"] <= yhi:
+                    ax.errorbar(i, p["mean"], yerr=[[p["mean"] - p["lo"]], [p["hi"] - p["mean"]]], fmt="o",
+                                ms=7, color=color, capsize=3, lw=1.5, zorder=3)
+                else:
+                    below = p["mean"] < ylo
+                    edge = ylo + 0.04 * (yhi - ylo) if below else yhi - 0.04 * (yhi - ylo)
+                    ax.plot(i, edge, marker="v" if below else "^", ms=9, color=color, zorder=3, clip_on=False)
+                    ax.annotate(f"{p['mean']:.2f}", (i, edge), xytext=(0, 9 if below else -13),
+                                textcoords="offset points", ha="center", fontsize=8, color=color)
+            for cls in ("strict", "non-strict"):
+                if cls in rows.index:
+                    r = rows.loc[cls]
+                    members = [i for i, d in enumerate(order) if DIVERGENCES[d].paper_class == cls]
+                    span = (min(members) - 0.4, max(members) + 0.4)
+                    names = ", ".join(DIVERGENCE_LABELS[order[i]] for i in members)
+                    ax.hlines(r["mean"], -0.5, len(order) - 0.5, color=CLASS_COLORS[cls], ls="--", lw=1.4,
+                              label=f"{cls} class mean ({names})")
+                    ax.fill_between(span, r["lo"], r["hi"], color=CLASS_COLORS[cls], alpha=0.2, lw=0)
+            if len(grpo):
+                ax.axhline(grpo.iloc[0]["mean"], color=objective_color("grpo"), ls=":", lw=1.6,
+                           label=objective_label("grpo"))
+            ax.set_xticks(x)
+            ax.set_xticklabels([DIVERGENCE_LABELS.get(d, d) for d in order], rotation=35, ha="right")
+            for tick, d in zip(ax.get_xticklabels(), order):
+                tick.set_color(CLASS_COLORS[DIVERGENCES[d].paper_class])
+            ax.set_xlim(-0.6, len(order) - 0.4)
+            ax.set_xlabel("f-divergence of practical LAD")
+            ax.set_ylabel(metric_label(metric))
+            ax.set_title(metric_title(metric), fontsize=10)
+            ax.set_ylim(ylo, yhi)
+            _flat_note(ax, min(lo, points["lo"].min()), max(hi, points["hi"].max()))
+        seeds = int(summary["seeds"].min())
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        handles.append(matplotlib.lines.Line2D([], [], color=CLASS_COLORS[None], marker="o", ls="none"))
+        labels.append("in neither class")
+        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, bbox_to_anchor=(0.5, -0.03),
+                   title=f"points: mean and 95% bootstrap interval over {seeds} seeds", title_fontsize=8.5)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        _caption(fig, caption)
+    return fig
+
+
+def regime_caption(summary, metrics: Sequence[str] = ("mode_coverage", "entropy"), a: str = "lad",
+                   b: str = "grpo") -> str:
+    """One sentence comparing objective ``a`` with ``b`` regime by regime: for each metric, in how many cells
+    ``a``'s 95% interval lies above ``b``'s, below it, or the two overlap. Counting only, from the summary."""
+    clauses = []
+    for metric in metrics:
+        rows = summary[summary["metric"] == metric]
+        cells = [c for c in rows.columns if c not in ("objective", "metric", "seeds", "mean", "lo", "hi")]
+        first = rows[rows["objective"] == a].set_index(cells)
+        second = rows[rows["objective"] == b].set_index(cells)
+        first, second = first.align(second, join="inner", axis=0)
+        above = int((first["lo"] > second["hi"]).sum())
+        below = int((first["hi"] < second["lo"]).sum())
+        clauses.append(f"{metric_label(metric)} higher in {above} of {len(first)} regimes, lower in {below}, "
+                       f"intervals overlapping in {len(first) - above - below} "
+                       f"(mean {first['mean'].mean():.2f} vs {second['mean'].mean():.2f})")
+    return f"{objective_label(a)} against {objective_label(b)}: " + "; ".join(clauses) + "."
+
+
+def plot_regime_map(data, *, title: str = "", caption: str = "",
+                    metrics: Sequence[str] = ("mode_coverage", "entropy"),
+                    rows_axis: str = "refresh", cols_axis: str = "regime",
+                    objectives: Sequence[str] = ("grpo", "lad")):
+    """Regime map: for each metric (row of panels) and objective (column), a heatmap over the pi_old refresh
+    interval (y) and the sampling regime (x), each cell annotated with the mean and the 95% interval.
+    The colour scale is shared across objectives so that the two columns compare at a glance. Without a
+    ``caption`` one sentence is generated from the numbers (``regime_caption``).
+    """
+    summary = data["summary"].copy()
+    summary[rows_axis] = summary[rows_axis].astype(str)
+    summary[cols_axis] = summary[cols_axis].astype(str)
+    row_labels = list(dict.fromkeys(summary[rows_axis]))
+    col_labels = list(dict.fromkeys(summary[cols_axis]))
+    cmaps = {"mode_coverage": "viridis", "entropy": "magma"}
+    seeds = int(summary["seeds"].min())
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(metrics), len(objectives), squeeze=False, layout="constrained",
+                                 figsize=(4.4 * len(objectives) + 1.0, 3.3 * len(metrics) + 0.6))
+        for i, metric in enumerate(metrics):
+            m = summary[summary["metric"] == metric]
+            vmin, vmax = m["lo"].min(), m["hi"].max()
+            if metric == "mode_coverage":
+                vmin = 0
+            for j, objective in enumerate(objectives):
+                ax = axes[i, j]
+                cell = m[m["objective"] == objective].set_index([rows_axis, cols_axis])
+                grid = np.array([[cell.loc[(r, c), "mean"] for c in col_labels] for r in row_labels])
+                image = ax.imshow(grid, cmap=cmaps.get(metric, "viridis"), vmin=vmin, vmax=vmax,
+                                  aspect="auto")
+                for (r, c), value in np.ndenumerate(grid):
+                    lo, hi = cell.loc[(row_labels[r], col_labels[c]), ["lo", "hi"]]
+                    shade = (value - vmin) / max(vmax - vmin, 1e-12)
+                    ax.text(c, r, f"{value:.2f}\n[{lo:.2f}, {hi:.2f}]", ha="center", va="center",
+                            fontsize=7.5,
+                            color="white" if shade < 0.6 else "black")
+                ax.set_xticks(range(len(col_labels)))
+                ax.set_xticklabels(col_labels)
+                ax.set_yticks(range(len(row_labels)))
+                ax.set_yticklabels(row_labels if j == 0 else [])
+                if i == len(metrics) - 1:
+                    ax.set_xlabel("expectations: exact, or sampled groups of G")
+                if j == 0:
+                    ax.set_ylabel(r"$\pi_{old}$ refreshed")
+                ax.set_title(f"{objective_label(objective)}: {metric_label(metric)}",
+                             color=objective_color(objective), fontsize=10.5)
+                ax.spines[:].set_visible(False)
+            bar = fig.colorbar(image, ax=list(axes[i]), shrink=0.95, pad=0.02)
+            bar.set_label(metric_label(metric))
+        if title:
+            fig.suptitle(title)
+        text = caption or regime_caption(summary, metrics, objectives[-1], objectives[0])
+        fig.supxlabel(f"cells: mean [95% bootstrap interval] over {seeds} seeds at the last step.\n" + text,
+                      fontsize=8.5, ha="center", wrap=True)
+    return fig
+
+
 FIGURES = {
     "distribution": plot_distribution_figure,
     "landscape": plot_landscape_figure,
+    "eta_sweep": plot_eta_sweep,
+    "divergence_ablation": plot_divergence_ablation,
+    "regime_map": plot_regime_map,
 }

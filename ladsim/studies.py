@@ -24,9 +24,11 @@ A study file (``studies/*.toml``)::
 
 Frames of a bandit run: ``final`` (objective, seed and every metric at the last step), ``trajectory`` (every
 logged step), ``policy`` (objective, seed, arm, probability, target, reward). Frames of a landscape run:
-``grid``, ``trajectory``, ``optimum`` (``ladsim.landscape.run_landscape``). Each saved frame carries the grid's
-columns first. With ``summary`` the study also returns ``summary``: one row per grid point, objective and
-metric with ``mean, lo, hi`` (``scipy.stats.bootstrap``, percentile method, 95%) over seeds.
+``grid``, ``trajectory``, ``optimum`` (``ladsim.landscape.run_landscape``). Each saved frame carries the
+grid's columns first. With ``summary`` the study also returns ``summary``: one row per grid point, objective
+and metric with ``mean, lo, hi`` (``scipy.stats.bootstrap``, percentile method, 95%) over seeds. ``pools``
+(``[study.pools.AXIS]``, label = list of values) add rows for groups of values along an axis, each metric
+averaged per seed over the group before the bootstrap (the strict/non-strict classes of Figure 4).
 
 Caching: a run is one configuration with one objective (bandit) or one full landscape config. Its key is the
 SHA-256 of the canonical JSON of ``{kind, every setting, CACHE_VERSION}``; its result is one ``.npz`` file
@@ -44,9 +46,10 @@ import json
 import time
 import tomllib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -57,7 +60,7 @@ CACHE_VERSION = 1  # bump when a run's output format or meaning changes: every c
 KINDS = ("bandit", "landscape")
 BANDIT_FRAMES = ("final", "trajectory", "policy")
 LANDSCAPE_FRAMES = ("grid", "trajectory", "optimum")
-STUDY_KEYS = {"name", "kind", "figure", "title", "caption", "frames", "summary", "description", "budget"}
+STUDY_KEYS = {"name", "kind", "figure", "title", "caption", "frames", "summary", "pools"}
 BOOTSTRAP_RESAMPLES = 4999
 DEFAULT_CACHE = Path("studies") / "cache"
 DEFAULT_DATA = Path("figures") / "data"
@@ -130,6 +133,7 @@ class Study:
     axes: tuple[str, ...]
     runs: list[Run]
     plot: dict[str, Any] = field(default_factory=dict)
+    pools: dict[str, dict[str, list]] = field(default_factory=dict)
     caption: str = ""
     path: Path | None = None
 
@@ -187,7 +191,8 @@ def _parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
     frames = tuple(meta.get("frames", ["final"] if kind == "bandit" else list(LANDSCAPE_FRAMES)))
     for frame in frames:
         if frame not in known_frames:
-            raise ValueError(f"unknown frame {frame!r} for a {kind} study; choose from: {', '.join(known_frames)}")
+            raise ValueError(f"unknown frame {frame!r} for a {kind} study; "
+                             f"choose from: {', '.join(known_frames)}")
     summary = tuple(meta.get("summary", []))
     if summary and kind != "bandit":
         raise ValueError("summary metrics exist for bandit studies only")
@@ -236,8 +241,24 @@ def _parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
     return Study(
         name=meta.get("name", path.stem), kind=kind, figure=meta.get("figure", path.stem),
         title=meta.get("title", ""), frames=frames, summary=summary, axes=tuple(axes), runs=runs,
-        plot=dict(doc.get("plot", {})), caption=meta.get("caption", ""), path=path,
+        plot=dict(doc.get("plot", {})), pools=_parse_pools(meta.get("pools", {}), runs, axes),
+        caption=meta.get("caption", ""), path=path,
     )
+
+
+def _parse_pools(pools: dict, runs: list[Run], axes: list[str]) -> dict[str, dict[str, list]]:
+    """``{axis: {pool label: [axis values]}}``, every value one the grid has."""
+    for axis, groups in pools.items():
+        if axis not in axes:
+            raise ValueError(f"pool axis {axis!r} is not a grid axis ({', '.join(axes)})")
+        have = {dict(r.labels)[axis] for r in runs}
+        for label, members in groups.items():
+            missing = [m for m in members if m not in have]
+            if not members or missing:
+                raise ValueError(f"pool {label!r} of axis {axis!r} names values the grid lacks: "
+                                 f"{missing or '[]'}")
+    return {axis: {label: list(members) for label, members in groups.items()}
+            for axis, groups in pools.items()}
 
 
 # --- one run --------------------------------------------------------------------------------------
@@ -294,6 +315,21 @@ def load_frames(path: str | Path) -> dict[str, pd.DataFrame] | None:
         return None
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread for the duration: the tensors here are tiny (seeds x arms), and on a
+    busy machine the threads' synchronization costs more than the arithmetic (a 4 x 50 log_softmax measured
+    at ~7 ms with 2 threads under load, well under 0.1 ms with one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _worker_init() -> None:
     import torch
 
@@ -301,7 +337,7 @@ def _worker_init() -> None:
 
 
 def execute_run(run: Run, cache_dir: str | Path) -> str:
-    """Compute ``run`` and store it in the cache (the unit of work a worker process does); returns the path."""
+    """Compute ``run`` and store it in the cache (a worker process's unit of work); returns the path."""
     start = time.perf_counter()
     frames = compute_run(run)
     path = cache_path(cache_dir, run)
@@ -346,10 +382,11 @@ def run_study(study: Study, cache_dir: str | Path = DEFAULT_CACHE, *, jobs: int 
             if on_run is not None:
                 on_run(run, False)
     if todo and executor is None and jobs <= 1:
-        for run in todo:
-            execute_run(run, cache_dir)
-            if on_run is not None:
-                on_run(run, True)
+        with _one_thread():
+            for run in todo:
+                execute_run(run, cache_dir)
+                if on_run is not None:
+                    on_run(run, True)
     elif todo:
         own = executor is None
         pool = executor or make_executor(jobs)
@@ -401,9 +438,28 @@ def gather(study: Study, results: dict[str, dict[str, pd.DataFrame]]) -> dict[st
             parts.append(frame)
         out[name] = pd.concat(parts, ignore_index=True)
     if study.summary:
-        out["summary"] = summarize(out["final"], list(study.axes), study.summary)
+        final = out["final"]
+        pooled = [pool(final, list(study.axes), axis, label, members, study.summary)
+                  for axis, groups in study.pools.items() for label, members in groups.items()]
+        out["summary"] = summarize(pd.concat([final, *pooled], ignore_index=True), list(study.axes),
+                                   study.summary)
         if "final" not in study.frames:
             del out["final"]
+    return out
+
+
+def pool(final: pd.DataFrame, axes: list[str], axis: str, label: str, members: list,
+         metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Rows standing for a pool of grid values: per (other axes, objective, seed), each metric averaged over
+    the pool's ``members`` on ``axis``; ``axis`` holds ``label``. Averaging per seed first keeps the seeds
+    paired, so the bootstrap over seeds gives the interval of the pool's mean."""
+    rows = final[final[axis].isin(members)]
+    keys = [a for a in axes if a != axis] + ["objective", "seed"]
+    grouped = rows.groupby(keys, sort=False, dropna=False)
+    if len(rows) and (grouped[axis].nunique().to_numpy() != len(members)).any():
+        raise ValueError(f"pool {label!r}: not every grid point has all of {members}")
+    out = grouped[list(metrics)].mean().reset_index()
+    out.insert(0, axis, label)
     return out
 
 
@@ -429,7 +485,7 @@ def summarize(final: pd.DataFrame, axes: list[str], metrics: tuple[str, ...]) ->
     missing = [m for m in metrics if m not in final.columns]
     if missing:
         raise ValueError(f"unknown summary metric(s) {missing}; known: "
-                         f"{', '.join(c for c in final.columns if c not in (*axes, 'objective', 'seed', 'step'))}")
+                         f"{', '.join(c for c in final.columns if c not in (*axes, 'objective', 'seed'))}")
     keys = list(axes) + ["objective"]
     rows = []
     for group_key, group in final.groupby(keys, sort=False, dropna=False):
@@ -468,7 +524,8 @@ def load_data(study: Study, data_dir: str | Path = DEFAULT_DATA) -> dict[str, pd
     """The frames ``save_data`` wrote for ``study``; ``ValueError`` when the study has not been run."""
     index = Path(data_dir) / f"{study.name}.json"
     if not index.is_file():
-        raise ValueError(f"no data for study {study.name} in {data_dir}; run `ladsim study run {study.path}` first")
+        raise ValueError(f"no data for study {study.name} in {data_dir}; "
+                         f"run `ladsim study run {study.path}` first")
     meta = json.loads(index.read_text())
     keys = [r.key for r in study.runs]
     if meta.get("run_keys") != keys:
@@ -485,7 +542,7 @@ def study_files(directory: str | Path = "studies") -> list[Path]:
 
 
 def clean_stale_temps(*directories: str | Path, older_than_s: float = 60.0) -> int:
-    """Remove temporary files an interrupted writer left (``.NAME.*.tmp``) in ``directories``; return the count."""
+    """Remove the temporary files (``.NAME.*.tmp``) an interrupted writer left; return how many."""
     removed = 0
     now = time.time()
     for directory in directories:

@@ -16,7 +16,8 @@ from rich.console import Console
 from ladsim.bandit.commands import progress_bar
 
 console = Console(stderr=False)
-study_app = typer.Typer(help="Run a study file (a grid of cached runs) and draw its figure.", no_args_is_help=True)
+study_app = typer.Typer(help="Run a study file (a grid of cached runs) and draw its figure.",
+                        no_args_is_help=True)
 
 
 def _default_jobs() -> int:
@@ -51,7 +52,8 @@ def _plot(study, data: Path, out: Path, formats: tuple[str, ...]) -> list[Path]:
 
     frames = studies.load_data(study, data)
     if study.figure not in plots.FIGURES:
-        raise ValueError(f"{study.path}: unknown figure {study.figure!r}; choose from: {', '.join(plots.FIGURES)}")
+        raise ValueError(f"{study.path}: unknown figure {study.figure!r}; "
+                         f"choose from: {', '.join(plots.FIGURES)}")
     fig = plots.FIGURES[study.figure](frames, title=study.title, caption=study.caption, **study.plot)
     return plots.save_figure(fig, out / study.name, formats=formats)
 
@@ -104,4 +106,5 @@ def figures(
         for path in _plot(result.study, data, out, ("png", "pdf")):
             console.print(f"wrote {path}")
     console.print(f"figures done in {time.perf_counter() - start:.1f} s "
-                  f"({sum(r.computed for r in results)} runs computed, {sum(r.cached for r in results)} cached)")
+                  f"({sum(r.computed for r in results)} runs computed, "
+                  f"{sum(r.cached for r in results)} cached)")

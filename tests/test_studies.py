@@ -1,0 +1,190 @@
+"""Studies: TOML parsing, the per-run cache (resume, invalidation, interruption), summaries and pools."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ladsim import studies
+
+TINY = """
+[study]
+name = "tiny"
+frames = ["final", "policy"]
+summary = ["expected_reward", "entropy"]
+
+[base]
+arms = 6
+reward = "correct:1,4"
+mode = "sampled"
+group_size = 4
+steps = 12
+seeds = 5
+init_std = 0.1
+log_every = 4
+
+[[grid]]
+objective = ["grpo", "lad"]
+eta = [ETA_A, ETA_B]
+"""
+
+
+def write_study(tmp_path, text=TINY, eta_a="1", eta_b="2", name="tiny.toml"):
+    path = tmp_path / name
+    path.write_text(text.replace("ETA_A", eta_a).replace("ETA_B", eta_b))
+    return path
+
+
+def test_grid_expands_to_one_run_per_objective_and_point(tmp_path):
+    study = studies.load_study(write_study(tmp_path))
+    assert study.axes == ("eta",)
+    assert [(dict(r.labels)["eta"], r.config.objectives) for r in study.runs] == [
+        (1, ("grpo",)), (2, ("grpo",)), (1, ("lad",)), (2, ("lad",))]  # axes in file order, first slowest
+    assert len({r.key for r in study.runs}) == 4
+    assert all(r.config.steps == 12 and r.config.seeds == 5 for r in study.runs)
+
+
+def test_key_is_canonical_and_sensitive(tmp_path):
+    a = studies.load_study(write_study(tmp_path, eta_a="1", eta_b="2"))
+    b = studies.load_study(write_study(tmp_path, eta_a="1.0", eta_b="2.0", name="other.toml"))
+    assert [r.key for r in a.runs] == [r.key for r in b.runs]  # 1 and 1.0 are the same setting
+    c = studies.load_study(write_study(tmp_path), overrides={"lr": 1e-2})
+    assert not {r.key for r in a.runs} & {r.key for r in c.runs}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('[base]\nbogus = 1\n', "unknown bandit setting 'bogus'"),
+    ('[base]\neta = -1\n', "--eta must be"),
+    ('[study]\nkind = "nope"\n', "unknown study kind"),
+    ('[[grid]]\neta = []\n', "non-empty list"),
+    ('[[grid]]\nregime = [{mode = "exact"}]\n', "needs a 'label'"),
+    ('[study]\nframes = ["nope"]\n', "unknown frame"),
+    ('[study.pools.div]\ns = ["tv"]\n', "not a grid axis"),
+    ('[base\n', "not valid TOML"),
+])
+def test_bad_study_files_fail_with_one_line(tmp_path, bad, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    with pytest.raises(ValueError, match=message) as err:
+        studies.load_study(path)
+    assert "\n" not in str(err.value).strip() or "TOML" in str(err.value)
+
+
+def test_second_run_recomputes_nothing_and_gives_the_same_frames(tmp_path):
+    study = studies.load_study(write_study(tmp_path))
+    seen = []
+    first = studies.run_study(study, tmp_path / "cache", on_run=lambda r, computed: seen.append(computed))
+    assert (first.computed, first.cached) == (4, 0) and seen == [True] * 4
+    seen.clear()
+    second = studies.run_study(study, tmp_path / "cache", on_run=lambda r, computed: seen.append(computed))
+    assert (second.computed, second.cached) == (0, 4) and seen == [False] * 4
+    for name in ("final", "policy", "summary"):
+        pd.testing.assert_frame_equal(first.frames[name], second.frames[name])
+    final = first.frames["final"]
+    assert list(final.columns[:3]) == ["eta", "objective", "seed"]
+    assert len(final) == 4 * 5 and (final["step"] == 12).all()
+
+
+def test_changed_setting_invalidates_exactly_its_runs(tmp_path):
+    cache = tmp_path / "cache"
+    studies.run_study(studies.load_study(write_study(tmp_path, eta_b="2")), cache)
+    changed = studies.load_study(write_study(tmp_path, eta_b="3"))
+    computed = []
+    result = studies.run_study(changed, cache,
+                               on_run=lambda r, c: c and computed.append(dict(r.labels)["eta"]))
+    assert (result.computed, result.cached) == (2, 2)
+    assert computed == [3, 3]
+
+
+def test_interrupted_run_leaves_no_corrupt_cache_and_resumes(tmp_path, monkeypatch):
+    study = studies.load_study(write_study(tmp_path))
+    cache = tmp_path / "cache"
+    real_savez = np.savez
+    calls = {"n": 0}
+
+    def dying_savez(handle, **arrays):  # the second run dies halfway through writing its cache file
+        calls["n"] += 1
+        if calls["n"] == 2:
+            handle.write(b"PK\x03\x04 half a zip file")
+            raise KeyboardInterrupt
+        return real_savez(handle, **arrays)
+
+    monkeypatch.setattr(np, "savez", dying_savez)
+    with pytest.raises(KeyboardInterrupt):
+        studies.run_study(study, cache)
+    monkeypatch.setattr(np, "savez", real_savez)
+    files = sorted(p.name for p in cache.iterdir())
+    assert files == [f"{study.runs[0].key}.npz"]  # the finished run only; no partial file, no temp left
+    result = studies.run_study(study, cache)
+    assert (result.computed, result.cached) == (3, 1)
+
+
+def test_unreadable_cache_file_is_recomputed(tmp_path):
+    study = studies.load_study(write_study(tmp_path))
+    cache = tmp_path / "cache"
+    studies.run_study(study, cache)
+    path = studies.cache_path(cache, study.runs[1])
+    path.write_bytes(path.read_bytes()[:100])
+    assert studies.load_frames(path) is None
+    result = studies.run_study(study, cache)
+    assert (result.computed, result.cached) == (1, 3)
+
+
+def test_pool_path_gives_the_same_data_and_runs_pickle(tmp_path):
+    # The executor path of run_study, driven by threads (spawning worker processes costs seconds); what a
+    # process pool adds is pickling the run, checked directly.
+    from concurrent.futures import ThreadPoolExecutor
+
+    study = studies.load_study(write_study(tmp_path))
+    serial = studies.run_study(study, tmp_path / "a")
+    with ThreadPoolExecutor(2) as pool:
+        parallel = studies.run_study(study, tmp_path / "b", executor=pool)
+    assert parallel.computed == 4
+    pd.testing.assert_frame_equal(serial.frames["final"], parallel.frames["final"])
+    run = study.runs[0]
+    assert pickle.loads(pickle.dumps(run)) == run
+
+
+def test_summary_is_mean_and_bootstrap_interval(tmp_path):
+    result = studies.run_study(studies.load_study(write_study(tmp_path)), tmp_path / "cache")
+    final, summary = result.frames["final"], result.frames["summary"]
+    assert len(summary) == 4 * 2
+    for _, row in summary.iterrows():
+        values = final[(final["eta"] == row["eta"]) & (final["objective"] == row["objective"])][row["metric"]]
+        assert row["seeds"] == 5
+        assert row["mean"] == pytest.approx(values.mean())
+        assert row["lo"] <= row["mean"] <= row["hi"]
+        assert row["hi"] - row["lo"] <= values.max() - values.min() + 1e-12
+
+
+def test_bootstrap_interval_covers_and_shrinks():
+    rng = np.random.default_rng(1)
+    small = studies.bootstrap_interval(rng.normal(3.0, 1.0, 16))
+    large = studies.bootstrap_interval(rng.normal(3.0, 1.0, 1024))
+    assert small[1] < small[0] < small[2] and large[1] < 3.0 < large[2]
+    assert large[2] - large[1] < 0.5 * (small[2] - small[1])
+    assert studies.bootstrap_interval(np.full(8, 0.25)) == (0.25, 0.25, 0.25)
+
+
+def test_pool_averages_members_per_seed():
+    final = pd.DataFrame({"div": ["a", "b", "c"] * 2, "objective": "lad", "seed": [0, 0, 0, 1, 1, 1],
+                          "x": [1.0, 2.0, 6.0, 0.0, 0.0, 3.0]})
+    pooled = studies.pool(final, ["div"], "div", "ab", ["a", "b"], ("x",))
+    assert pooled["div"].tolist() == ["ab", "ab"] and pooled["x"].tolist() == [1.5, 0.0]
+    with pytest.raises(ValueError, match="not every grid point"):
+        studies.pool(final[final["div"] != "b"].iloc[1:], ["div"], "div", "ab", ["a", "b"], ("x",))
+
+
+def test_saved_data_round_trips_and_refuses_other_settings(tmp_path):
+    study = studies.load_study(write_study(tmp_path))
+    result = studies.run_study(study, tmp_path / "cache")
+    studies.save_data(result, tmp_path / "data")
+    loaded = studies.load_data(study, tmp_path / "data")
+    assert sorted(loaded) == ["final", "policy", "summary"]
+    pd.testing.assert_frame_equal(loaded["summary"], result.frames["summary"], check_dtype=False)
+    other = studies.load_study(write_study(tmp_path, eta_b="5"))
+    with pytest.raises(ValueError, match="other settings"):
+        studies.load_data(other, tmp_path / "data")
