@@ -416,11 +416,11 @@ def plot_regime_map(data, *, title: str = "", caption: str = "",
     summary[cols_axis] = summary[cols_axis].astype(str)
     row_labels = list(dict.fromkeys(summary[rows_axis]))
     col_labels = list(dict.fromkeys(summary[cols_axis]))
-    cmaps = {"mode_coverage": "viridis", "entropy": "magma"}
+    cmaps = {"mode_coverage": "viridis", "entropy": "magma", "expected_reward": "cividis"}
     seeds = int(summary["seeds"].min())
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(metrics), len(objectives), squeeze=False, layout="constrained",
-                                 figsize=(4.4 * len(objectives) + 1.0, 3.3 * len(metrics) + 0.6))
+                                 figsize=(4.4 * len(objectives) + 1.0, 3.0 * len(metrics) + 0.8))
         for i, metric in enumerate(metrics):
             m = summary[summary["metric"] == metric]
             vmin, vmax = m["lo"].min(), m["hi"].max()
