@@ -27,6 +27,7 @@ LOG2 = math.log(2.0)
 
 Elementwise = Callable[[Tensor], Tensor]
 Perspective = Callable[[Tensor, Tensor], Tensor]
+ValueAndGrad = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,8 @@ class Divergence:
         bounded: whether ``D_f`` is bounded (JS <= log 2, Hellinger <= 1, TV <= 1).
         strictly_convex: whether ``f`` is strictly convex (TV is not, so its minimizers need not be unique).
         paper_class: ``"strict"`` or ``"non-strict"`` for the classes compared in the paper's Figure 4.
-        perspective_value: the plain expression behind ``perspective`` (differentiated by autograd if used).
-        perspective_grad: ``(log_p, log_q) -> p f'(p/q)``, the derivative of ``perspective`` in ``log_p``;
-            ``perspective`` uses it as its backward.
+        value_and_grad: ``(log_p, log_q) -> (q f(p/q), p f'(p/q))``, the perspective and its derivative in
+            ``log_p``, from which ``perspective`` takes its value and its backward.
     """
 
     key: str
@@ -55,8 +55,7 @@ class Divergence:
     bounded: bool
     strictly_convex: bool = True
     paper_class: str | None = None
-    perspective_value: Perspective | None = None
-    perspective_grad: Perspective | None = None
+    value_and_grad: ValueAndGrad | None = None
 
     def f(self, log_x: Tensor) -> Tensor:
         """The generator ``f(x)`` at ``x = exp(log_x)``; shape of ``log_x``."""
@@ -68,36 +67,28 @@ class Divergence:
 
 
 # --- the eight generators ---------------------------------------------------------------------------
-# Each generator is a pair of elementwise functions of (lp, lq) = (log p, log q), with p = e^lp, q = e^lq and
-# t = lp - lq = log x:  value = q f(p/q)  and  grad_lp = d value / d lp = p f'(p/q).
-# Since q f(p/q) is 1-homogeneous in (p, q), d value / d lq = value - grad_lp.
+# Each generator is one elementwise function of (lp, lq) = (log p, log q), with p = e^lp, q = e^lq and
+# t = lp - lq = log x, returning  (value, grad_lp) = (q f(p/q), d value / d lp = p f'(p/q)),  the two sharing
+# their exponentials. Since q f(p/q) is 1-homogeneous in (p, q), d value / d lq = value - grad_lp.
 
-def _kl(lp: Tensor, lq: Tensor) -> Tensor:  # q * x log x = p (lp - lq)
-    return torch.exp(lp) * (lp - lq)
-
-
-def _kl_grad(lp: Tensor, lq: Tensor) -> Tensor:  # p (t + 1)
-    return torch.exp(lp) * (lp - lq + 1.0)
+def _kl(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # p t,  p (t + 1)
+    p, t = torch.exp(lp), lp - lq
+    value = p * t
+    return value, value + p
 
 
-def _rkl(lp: Tensor, lq: Tensor) -> Tensor:  # q * (-log x)
-    return torch.exp(lq) * (lq - lp)
+def _rkl(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # -q t,  p (-1/x) = -q
+    q = torch.exp(lq)
+    value = q * (lq - lp)
+    return value, -q.expand_as(value)
 
 
-def _rkl_grad(lp: Tensor, lq: Tensor) -> Tensor:  # p * (-1/x) = -q
-    return -torch.exp(lq).expand(torch.broadcast_shapes(lp.shape, lq.shape))
+def _jf(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # (p - q) t,  p (t + 1 - 1/x) = p t + p - q
+    p, q, t = torch.exp(lp), torch.exp(lq), lp - lq
+    return (p - q) * t, p * (t + 1.0) - q
 
 
-def _jf(lp: Tensor, lq: Tensor) -> Tensor:  # q (x - 1) log x = (p - q)(lp - lq)
-    return (torch.exp(lp) - torch.exp(lq)) * (lp - lq)
-
-
-def _jf_grad(lp: Tensor, lq: Tensor) -> Tensor:  # p (t + 1 - 1/x) = p t + p - q
-    p = torch.exp(lp)
-    return p * (lp - lq + 1.0) - torch.exp(lq)
-
-
-def _js(lp: Tensor, lq: Tensor) -> Tensor:
+def _js(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:
     # q f(p/q) = 1/2 [p log(2p/(p+q)) + q log(2q/(p+q))], with t = lp - lq and a = log(1 + e^-|t|):
     # log(2p/(p+q)) = log 2 - softplus(-t) = log 2 - relu(-t) - a,
     # log(2q/(p+q)) = log 2 - softplus(t)  = log 2 - relu(t) - a.
@@ -106,43 +97,30 @@ def _js(lp: Tensor, lq: Tensor) -> Tensor:
     # lost log1p(e^t) ~ e^-20 absolutely (a ~2e-9 relative error of JS(e^t) near t = -20, in float64 too).
     t = lp - lq
     a = torch.log1p(torch.exp(-torch.abs(t)))
-    return 0.5 * (torch.exp(lp) * (LOG2 - torch.relu(-t) - a) + torch.exp(lq) * (LOG2 - torch.relu(t) - a))
+    grad = 0.5 * torch.exp(lp) * (LOG2 - torch.relu(-t) - a)  # p * 1/2 log(2x/(x+1))
+    return grad + 0.5 * torch.exp(lq) * (LOG2 - torch.relu(t) - a), grad
 
 
-def _js_grad(lp: Tensor, lq: Tensor) -> Tensor:  # p * 1/2 log(2x/(x+1))
-    return 0.5 * torch.exp(lp) * (LOG2 - softplus(lq - lp))
+def _hd(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # 1/2 (sqrt p - sqrt q)^2,  1/2 sqrt p (sqrt p - sqrt q)
+    sqrt_p = torch.exp(0.5 * lp)
+    diff = sqrt_p - torch.exp(0.5 * lq)
+    return 0.5 * diff**2, 0.5 * sqrt_p * diff
 
 
-def _hd(lp: Tensor, lq: Tensor) -> Tensor:  # q * 1/2 (sqrt x - 1)^2 = 1/2 (sqrt p - sqrt q)^2
-    return 0.5 * (torch.exp(0.5 * lp) - torch.exp(0.5 * lq)) ** 2
+def _tv(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # 1/2 |p - q|,  1/2 p sign(x - 1) (subgradient 0 at 1)
+    p = torch.exp(lp)
+    diff = p - torch.exp(lq)
+    return 0.5 * torch.abs(diff), 0.5 * p * torch.sign(diff)
 
 
-def _hd_grad(lp: Tensor, lq: Tensor) -> Tensor:  # p * 1/2 (1 - 1/sqrt x) = 1/2 (p - sqrt(p q))
-    return 0.5 * (torch.exp(lp) - torch.exp(0.5 * (lp + lq)))
+def _pearson(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # q (x - 1)^2,  2 p (x - 1)
+    e = torch.expm1(lp - lq)
+    return (torch.exp(0.5 * lq) * e) ** 2, 2.0 * torch.exp(lp) * e
 
 
-def _tv(lp: Tensor, lq: Tensor) -> Tensor:  # q * 1/2 |x - 1|
-    return 0.5 * torch.abs(torch.exp(lp) - torch.exp(lq))
-
-
-def _tv_grad(lp: Tensor, lq: Tensor) -> Tensor:  # p * 1/2 sign(x - 1) (the subgradient 0 at x = 1)
-    return 0.5 * torch.exp(lp) * torch.sign(lp - lq)
-
-
-def _pearson(lp: Tensor, lq: Tensor) -> Tensor:  # q (x - 1)^2 = (sqrt(q) expm1(lp - lq))^2
-    return (torch.exp(0.5 * lq) * torch.expm1(lp - lq)) ** 2
-
-
-def _pearson_grad(lp: Tensor, lq: Tensor) -> Tensor:  # p * 2 (x - 1)
-    return 2.0 * torch.exp(lp) * torch.expm1(lp - lq)
-
-
-def _neyman(lp: Tensor, lq: Tensor) -> Tensor:  # q (1 - x)^2 / x = (sqrt(p) expm1(lq - lp))^2
-    return (torch.exp(0.5 * lp) * torch.expm1(lq - lp)) ** 2
-
-
-def _neyman_grad(lp: Tensor, lq: Tensor) -> Tensor:  # p (1 - 1/x^2) = p - q^2 / p
-    return torch.exp(lp) - torch.exp(2.0 * lq - lp)
+def _neyman(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # q (1 - x)^2 / x,  p (1 - 1/x^2) = p - q^2/p
+    p = torch.exp(lp)
+    return (torch.exp(0.5 * lp) * torch.expm1(lq - lp)) ** 2, p - torch.exp(2.0 * lq - lp)
 
 
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
@@ -153,56 +131,55 @@ def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
 class _Perspective(torch.autograd.Function):
     """``q f(p/q)`` with the hand-derived gradient ``(p f'(x), q f(x) - p f'(x))``.
 
-    Cheaper than differentiating through the expression (no intermediate graph) and exact: the backward is
-    the derivative of the generator itself, written in log space so that it stays finite wherever the
-    gradient is representable.
+    The forward computes the value and its ``log p`` derivative together (they share their exponentials) and
+    saves only the derivative, so the backward is a product: no autograd graph through the expression and no
+    recomputation. The derivative is written in log space, finite wherever the gradient is representable.
     """
 
     @staticmethod
-    def forward(ctx, lp: Tensor, lq: Tensor, value: Perspective, grad_lp: Perspective) -> Tensor:
-        ctx.save_for_backward(lp, lq)
-        ctx.fns = (value, grad_lp)
-        return value(lp, lq)
+    def forward(ctx, lp: Tensor, lq: Tensor, value_and_grad: ValueAndGrad) -> Tensor:
+        value, d_lp = value_and_grad(lp, lq)
+        ctx.shapes = (lp.shape, lq.shape)
+        ctx.save_for_backward(d_lp, value if ctx.needs_input_grad[1] else None)
+        return value
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        lp, lq = ctx.saved_tensors
-        value, grad_lp = ctx.fns
-        d_lp = grad_lp(lp, lq)
-        g_lp = _sum_to(grad * d_lp, lp.shape) if ctx.needs_input_grad[0] else None
-        g_lq = _sum_to(grad * (value(lp, lq) - d_lp), lq.shape) if ctx.needs_input_grad[1] else None
-        return g_lp, g_lq, None, None
+        d_lp, value = ctx.saved_tensors
+        lp_shape, lq_shape = ctx.shapes
+        g_lp = _sum_to(grad * d_lp, lp_shape) if ctx.needs_input_grad[0] else None
+        g_lq = _sum_to(grad * (value - d_lp), lq_shape) if ctx.needs_input_grad[1] else None
+        return g_lp, g_lq, None
 
 
-def _divergence(key, name, formula, value, grad_lp, derivative, **flags) -> Divergence:
+def _divergence(key, name, formula, value_and_grad, derivative, **flags) -> Divergence:
     def perspective(lp: Tensor, lq: Tensor) -> Tensor:
         if torch.is_grad_enabled() and (lp.requires_grad or lq.requires_grad):
-            return _Perspective.apply(lp, lq, value, grad_lp)
-        return value(lp, lq)
+            return _Perspective.apply(lp, lq, value_and_grad)
+        return value_and_grad(lp, lq)[0]
 
-    return Divergence(key, name, formula, perspective, derivative, perspective_value=value,
-                      perspective_grad=grad_lp, **flags)
+    return Divergence(key, name, formula, perspective, derivative, value_and_grad=value_and_grad, **flags)
 
 
 DIVERGENCES: dict[str, Divergence] = {
     d.key: d
     for d in (
-        _divergence("kl", "Kullback-Leibler", "x log x", _kl, _kl_grad, lambda t: t + 1.0, bounded=False,
+        _divergence("kl", "Kullback-Leibler", "x log x", _kl, lambda t: t + 1.0, bounded=False,
                     paper_class="non-strict"),
-        _divergence("rkl", "reverse KL", "-log x", _rkl, _rkl_grad, lambda t: -torch.exp(-t), bounded=False,
+        _divergence("rkl", "reverse KL", "-log x", _rkl, lambda t: -torch.exp(-t), bounded=False,
                     paper_class="non-strict"),
-        _divergence("jf", "Jeffreys", "(x - 1) log x", _jf, _jf_grad, lambda t: t - torch.expm1(-t),
+        _divergence("jf", "Jeffreys", "(x - 1) log x", _jf, lambda t: t - torch.expm1(-t),
                     bounded=False, paper_class="non-strict"),
-        _divergence("js", "Jensen-Shannon", "1/2 [x log x - (x + 1) log((x + 1)/2)]", _js, _js_grad,
+        _divergence("js", "Jensen-Shannon", "1/2 [x log x - (x + 1) log((x + 1)/2)]", _js,
                     lambda t: 0.5 * (LOG2 - softplus(-t)), bounded=True, paper_class="strict"),
-        _divergence("hd", "squared Hellinger", "1/2 (sqrt(x) - 1)^2", _hd, _hd_grad,
+        _divergence("hd", "squared Hellinger", "1/2 (sqrt(x) - 1)^2", _hd,
                     lambda t: -0.5 * torch.expm1(-0.5 * t), bounded=True, paper_class="strict"),
-        _divergence("tv", "total variation", "1/2 |x - 1|", _tv, _tv_grad, lambda t: 0.5 * torch.sign(t),
+        _divergence("tv", "total variation", "1/2 |x - 1|", _tv, lambda t: 0.5 * torch.sign(t),
                     bounded=True, strictly_convex=False, paper_class="strict"),
-        _divergence("pearson", "Pearson chi^2", "(x - 1)^2", _pearson, _pearson_grad,
+        _divergence("pearson", "Pearson chi^2", "(x - 1)^2", _pearson,
                     lambda t: 2.0 * torch.expm1(t), bounded=False),
-        _divergence("neyman", "Neyman chi^2", "(1 - x)^2 / x", _neyman, _neyman_grad,
+        _divergence("neyman", "Neyman chi^2", "(1 - x)^2 / x", _neyman,
                     lambda t: -torch.expm1(-2.0 * t), bounded=False),
     )
 }
