@@ -181,3 +181,20 @@ def test_console_script_runs():
     exe = subprocess.run([sys.executable, "-m", "ladsim.cli", "run", "bandit", "--arms", "1"],
                          capture_output=True, text=True)
     assert exe.returncode == 2 and exe.stderr.strip().startswith("error: --arms")
+
+
+def test_results_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    from ladsim.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        assert invoke(["run", "bandit", "--arms", "4", "--steps", "2", "--out", str(tmp_path / "run")]).exit_code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "run" / "summary.json").stat().st_mode) == 0o644
