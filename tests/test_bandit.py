@@ -148,6 +148,12 @@ def test_metrics_against_hand_computed_values():
 
 # --- reward specs ----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("n_arms", [2, 3, 4, 7])
+def test_default_mixture_is_valid_for_any_number_of_arms(n_arms):
+    spec = parse_reward("mixture", n_arms)
+    assert spec.expected_rewards().shape == (n_arms,) and len(spec.modes()) == 3
+
+
 def test_default_mixture_is_trimodal_with_one_best_arm():
     spec = parse_reward("mixture", 50)
     rewards = spec.expected_rewards()

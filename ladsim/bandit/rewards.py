@@ -68,7 +68,8 @@ class GaussianMixture:
     def __post_init__(self) -> None:
         _check_arms(self.n_arms)
         if not self.components:  # the default trimodal shape, scaled to the number of arms
-            scaled = tuple((m * self.n_arms, w * self.n_arms, h) for m, w, h in DEFAULT_MIXTURE)
+            scaled = tuple((min(m * self.n_arms, self.n_arms - 1.0), w * self.n_arms, h)
+                           for m, w, h in DEFAULT_MIXTURE)
             object.__setattr__(self, "components", scaled)
         for mean, width, height in self.components:
             if not (0 <= mean <= self.n_arms - 1):
