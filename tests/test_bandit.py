@@ -212,9 +212,9 @@ def test_malformed_reward_files(tmp_path):
     (tmp_path / "flat.csv").write_text("1\n1\n1\n")
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     (tmp_path / "r.txt").write_text("1\n0\n")
-    cases = {"nan.csv": "NaN or Inf", "inf.csv": "NaN or Inf", "text.csv": "malformed", "grid.csv": "one reward per arm",
-             "flat.csv": "all rewards are equal", "bad.npy": "malformed|could not be read", "r.txt": "unknown reward",
-             "missing.csv": "does not exist"}
+    cases = {"nan.csv": "NaN or Inf", "inf.csv": "NaN or Inf", "text.csv": "malformed",
+             "grid.csv": "one reward per arm", "flat.csv": "all rewards are equal",
+             "bad.npy": "malformed|could not be read", "r.txt": "unknown reward", "missing.csv": "does not exist"}
     for name, message in cases.items():
         with pytest.raises(ValueError, match=message):
             parse_reward(str(tmp_path / name))
@@ -227,7 +227,8 @@ def test_malformed_reward_files(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"arms": 1}, "--arms"), ({"eta": 0.0}, "--eta"), ({"eta": float("nan")}, "--eta"), ({"lr": -1.0}, "--lr"),
     ({"steps": 0}, "--steps"), ({"div": "foo"}, "unknown divergence"), ({"objectives": ("ppo",)}, "objective"),
-    ({"optimizer": "rmsprop"}, "optimizer"), ({"mode": "mc"}, "mode"), ({"mode": "sampled", "group_size": 1}, "group-size"),
+    ({"optimizer": "rmsprop"}, "optimizer"), ({"mode": "mc"}, "mode"),
+    ({"mode": "sampled", "group_size": 1}, "group-size"),
     ({"seeds": 0}, "--seeds"), ({"refresh_every": -1}, "refresh"), ({"prior": (1.0, 2.0)}, "prior"),
     ({"clip": 0.0}, "--clip"), ({"objectives": ()}, "at least one"),
 ])

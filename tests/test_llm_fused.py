@@ -163,7 +163,8 @@ def test_gradcheck():
     lp, old, adv, mask = _batch(b=3, t=4)
     from ladsim.llm.token_loss import agg_weights
     w = agg_weights(mask, "seq-mean-token-mean", dtype=torch.float64)
-    fn = lambda x: FusedLAD.apply(x, old, adv, w, mask, 0.8, get_divergence("jf"), False)
+    def fn(x):
+        return FusedLAD.apply(x, old, adv, w, mask, 0.8, get_divergence("jf"), False)
     # the backward is the exact gradient, so second-order consistency is not claimed: first order only
     assert torch.autograd.gradcheck(fn, (lp.clone().requires_grad_(),), eps=1e-6, atol=1e-8)
 

@@ -127,7 +127,8 @@ class CorrectSet:
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"correct-set probability {name} must lie in [0, 1], got {v}")
         if not self.p > self.q:
-            raise ValueError(f"correct arms must pay more often than the others: need p > q, got p={self.p}, q={self.q}")
+            raise ValueError(f"correct arms must pay more often than the others: need p > q, "
+                             f"got p={self.p}, q={self.q}")
 
     def success_prob(self) -> np.ndarray:
         prob = np.full(self.n_arms, self.q, dtype=np.float64)
