@@ -38,6 +38,9 @@ def _register() -> None:
     from ladsim.llm import commands as llm_commands
 
     bench_app.command("loss")(llm_commands.bench_loss)
+    from ladsim.theory import commands as theory_commands
+
+    app.command("verify")(theory_commands.verify)
 
 
 _register()

@@ -1,0 +1,48 @@
+"""``ladsim verify``: run the theory checks, print the table, write JSON and markdown, exit 1 on a failure."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ladsim.io import write_json, write_text
+
+
+def verify(
+    quick: bool = typer.Option(False, "--quick", help="CI mode: small instance counts, under 30 s."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random instance (reproducible runs)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON to this path."),
+    report: Optional[Path] = typer.Option(
+        None, "--report",
+        help="Markdown report path (default: docs/theory-report.md in full mode, none in quick mode)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only these checks (repeatable)."),
+) -> None:
+    """Verify Lemma 3.1, Lemma 3.2, the LAD gradient and Theorem B.1 numerically (docs/theory.md)."""
+    from ladsim.theory.report import NAMES, format_markdown, format_table, run_checks, to_json
+
+    if only:
+        unknown = [o for o in only if o not in NAMES]
+        if unknown:
+            raise ValueError(f"unknown check {unknown[0]!r}; choose from: {', '.join(NAMES)}")
+    if report is None and not quick:
+        report = Path("docs/theory-report.md")
+
+    def progress(name: str, res, seconds: float) -> None:
+        typer.echo(f"[{'pass' if res.passed else 'FAIL'}] {name} ({seconds:.1f} s)", err=True)
+
+    t0 = time.perf_counter()
+    results = run_checks(seed=seed, quick=quick, only=only, progress=progress)
+    seconds = time.perf_counter() - t0
+    typer.echo(format_table(results))
+    ok = all(r.passed for r in results)
+    typer.echo(f"{'all checks pass' if ok else 'SOME CHECKS FAIL'} ({seconds:.1f} s)")
+    if json_path is not None:
+        write_json(json_path, to_json(results, seed, quick, seconds))
+    if report is not None:
+        cmd = "ladsim verify" + (" --quick" if quick else "") + f" --seed {seed}"
+        write_text(report, format_markdown(results, seed, quick, seconds, cmd))
+    if not ok:
+        raise typer.Exit(1)
