@@ -105,18 +105,23 @@ def solve_trust_region(log_pi_old: np.ndarray, adv: np.ndarray, delta: float, di
             return -pi * (d - pi @ d)
         return -(p_old - pi)
 
-    # Two starts, neither built from the closed form: pi_old itself (z = 0), and a rank tilt
+    # Starts, none built from the closed form: pi_old itself (z = 0), and a rank tilt
     # z = t * rank(A) / n with t set by bisection so that the start is feasible at half the budget.
     # The second lets the solver reach actions with negligible pi_old, where gradients in z vanish.
+    # A third start flattens pi_old (z = -s log pi_old), so that actions of negligible mass get some.
+    def half_budget(direction_vec: np.ndarray) -> np.ndarray:
+        lo, hi = 0.0, 1.0
+        while con(hi * direction_vec) > 0.5 * delta and hi < 1e6:
+            hi *= 2.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if con(mid * direction_vec) > 0.5 * delta else (lo, mid)
+        return lo * direction_vec
+
     rank = np.argsort(np.argsort(a)) / max(len(a) - 1, 1)
-    lo, hi = 0.0, 1.0
-    while con(hi * rank) > 0.5 * delta and hi < 1e6:
-        hi *= 2.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if con(mid * rank) > 0.5 * delta else (lo, mid)
+    flat = -(log_pi_old - log_pi_old.max()) / max(float(np.ptp(log_pi_old)), 1.0)
     best = None
-    for z0 in (np.zeros_like(a), lo * rank):
+    for z0 in (np.zeros_like(a), half_budget(rank), half_budget(rank + flat)):
         res = minimize(obj, z0, jac=True, method="SLSQP",
                        constraints=[{"type": "ineq", "fun": con, "jac": con_jac}],
                        options={"maxiter": maxiter, "ftol": ftol})
@@ -176,9 +181,17 @@ def polish_kkt(log_pi_old: np.ndarray, adv: np.ndarray, delta: float, log_pi0: n
     lam0 = float(np.dot(dd, a - pi0 @ a) / max(np.dot(dd, dd), 1e-300))
     if not (np.dot(dd, dd) > 1e-20 and lam0 > 0):  # the start did not move: no multiplier estimate
         lam0 = 1.0
-    res = least_squares(resid, np.concatenate([d0, [lam0]]), method="lm", xtol=1e-15, ftol=1e-15,
-                        gtol=1e-15, max_nfev=40 * (len(a) + 2))
-    return log_softmax(log_pi_old + res.x[:-1])
+    def run(lam: float):
+        return least_squares(resid, np.concatenate([d0, [lam]]), method="lm", xtol=1e-15, ftol=1e-15,
+                             gtol=1e-15, max_nfev=40 * (len(a) + 2))
+
+    best = run(lam0)
+    if best.cost > 1e-24:  # not converged from this multiplier: restart LM from a grid of multipliers
+        for lam in np.logspace(-3, 3, 7):
+            res = run(float(lam))
+            if res.cost < best.cost:
+                best = res
+    return log_softmax(log_pi_old + best.x[:-1])
 
 
 def max_kl_to_best(log_pi_old: np.ndarray, adv: np.ndarray) -> float:

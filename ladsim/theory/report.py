@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from ladsim.theory.b1 import check_b1
-from ladsim.theory.common import CheckResult
+from ladsim.theory.common import CheckResult, single_threaded
 from ladsim.theory.gradient import check_gradient, check_linear_term
 from ladsim.theory.lemma31 import check_lemma31, check_trpo_direction
 from ladsim.theory.lemma32 import check_general_form, check_lemma32, check_tv
@@ -46,7 +46,8 @@ def run_checks(seed: int = 0, quick: bool = False, only: list[str] | None = None
             continue
         rng = np.random.default_rng(np.random.SeedSequence([seed, k]))
         t0 = time.perf_counter()
-        res = fn(rng, **(qkw if quick else fkw))
+        with single_threaded():
+            res = fn(rng, **(qkw if quick else fkw))
         res.details["seconds"] = time.perf_counter() - t0
         results.append(res)
         if progress:
