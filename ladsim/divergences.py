@@ -93,10 +93,13 @@ def _js(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:
     # with m = log(p + q). Three transcendental passes (exp, exp, log), the cost of this generator, and no
     # cancellation (log(p+q) is exact to an ulp; the softplus(-t) - (-t) form cancels for t << 0). The clamp
     # keeps m finite when p and q both underflow, where both summands are then 0.
+    # In-place arithmetic on the temporaries: this is the bandit's hottest function, and every out-of-place op
+    # on a (seeds x arms) tensor costs a fresh allocation.
     p, q = torch.exp(lp), torch.exp(lq)
-    m = torch.log((p + q).clamp_min(torch.finfo(p.dtype).tiny))
-    grad = 0.5 * p * (LOG2 + lp - m)  # p * 1/2 log(2x/(x+1))
-    return grad + 0.5 * q * (LOG2 + lq - m), grad
+    m = torch.add(p, q).clamp_min_(torch.finfo(p.dtype).tiny).log_()
+    grad = torch.sub(lp, m).add_(LOG2).mul_(p).mul_(0.5)  # p * 1/2 log(2x/(x+1))
+    value = torch.sub(lq, m).add_(LOG2).mul_(q).mul_(0.5)
+    return value.add_(grad), grad
 
 
 def _hd(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # 1/2 (sqrt p - sqrt q)^2,  1/2 sqrt p (sqrt p - sqrt q)

@@ -115,11 +115,18 @@ def bench_bandit(
     steps: int = typer.Option(4000, help="Optimizer steps per seed."),
     arms: int = typer.Option(50, help="Arms."),
     naive_seeds: int = typer.Option(3, help="Seeds the naive loop is timed on (then scaled)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads for both engines (default: torch's)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON here."),
 ) -> None:
     """Vectorized engine (all seeds in one batch) against a naive per-seed loop, timed in the same run."""
+    import torch
+
     from ladsim.bandit.bench import bench_bandit as measure
 
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     console.print(f"timing practical LAD, exact mode: {seeds} seeds x {steps} steps x {arms} arms ...")
     result = measure(seeds=seeds, steps=steps, arms=arms, naive_seeds=naive_seeds)
     console.print(f"vectorized ({seeds} seeds in one batch): {result['vectorized_s']:.2f} s")
