@@ -50,7 +50,8 @@ def save_figure(fig, path: str | Path, formats: Sequence[str] = ("png",)) -> lis
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
         with atomic_file(target) as tmp:
-            fig.savefig(tmp, format=fmt)
+            # No creation date in PDFs, so regenerating an unchanged figure leaves the committed file unchanged.
+            fig.savefig(tmp, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
         written.append(target)
     plt.close(fig)
     return written
