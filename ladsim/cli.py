@@ -27,20 +27,17 @@ app.add_typer(bench_app, name="bench")
 
 
 def _register() -> None:
+    from ladsim import study_commands
     from ladsim.bandit import commands as bandit_commands
+    from ladsim.llm import commands as llm_commands
+    from ladsim.theory import commands as theory_commands
 
     run_app.command("bandit")(bandit_commands.run_bandit)
     bench_app.command("bandit")(bandit_commands.bench_bandit)
-    from ladsim import study_commands
-
+    bench_app.command("loss")(llm_commands.bench_loss)
+    app.command("verify")(theory_commands.verify)
     app.add_typer(study_commands.study_app, name="study")
     app.command("figures")(study_commands.figures)
-    from ladsim.llm import commands as llm_commands
-
-    bench_app.command("loss")(llm_commands.bench_loss)
-    from ladsim.theory import commands as theory_commands
-
-    app.command("verify")(theory_commands.verify)
 
 
 _register()
