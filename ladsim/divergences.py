@@ -89,16 +89,17 @@ def _jf(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # (p - q) t,  p (t + 
 
 
 def _js(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:
-    # q f(p/q) = 1/2 [p log(2p/(p+q)) + q log(2q/(p+q))] = 1/2 [p (log 2 + lp - m) + q (log 2 + lq - m)]
-    # with m = log(p + q). Three transcendental passes (exp, exp, log), the cost of this generator, and no
-    # cancellation (log(p+q) is exact to an ulp; the softplus(-t) - (-t) form cancels for t << 0). The clamp
-    # keeps m finite when p and q both underflow, where both summands are then 0.
-    # In-place arithmetic on the temporaries: this is the bandit's hottest function, and every out-of-place op
-    # on a (seeds x arms) tensor costs a fresh allocation.
-    p, q = torch.exp(lp), torch.exp(lq)
-    m = torch.add(p, q).clamp_min_(torch.finfo(p.dtype).tiny).log_()
-    grad = torch.sub(lp, m).add_(LOG2).mul_(p).mul_(0.5)  # p * 1/2 log(2x/(x+1))
-    value = torch.sub(lq, m).add_(LOG2).mul_(q).mul_(0.5)
+    # q f(p/q) = 1/2 [p log(2p/(p+q)) + q log(2q/(p+q))], with t = lp - lq and a = log(1 + e^-|t|):
+    # log(2p/(p+q)) = log 2 - softplus(-t) = log 2 - relu(-t) - a,
+    # log(2q/(p+q)) = log 2 - softplus(t)  = log 2 - relu(t) - a.
+    # Both logs depend on t alone, so they are exact near x = 1 (where LAD's gradient must vanish) even when
+    # |lp| is large; m = log(p + q) would lose |lp| * eps there. No cancellation for t << 0 either (the
+    # softplus(-t) - (-t) form cancels, and torch's softplus returns its argument above 20). In-place
+    # arithmetic on the temporaries: this is the bandit's hottest function.
+    t = lp - lq
+    a = torch.abs(t).neg_().exp_().log1p_()
+    grad = torch.relu(-t).add_(a).sub_(LOG2).mul_(torch.exp(lp)).mul_(-0.5)  # p * 1/2 log(2x/(x+1))
+    value = torch.relu(t).add_(a).sub_(LOG2).mul_(torch.exp(lq)).mul_(-0.5)
     return value.add_(grad), grad
 
 

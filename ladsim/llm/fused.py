@@ -5,8 +5,9 @@ For a token with log-ratio ``t = logp - logp_old`` and ``u = A/eta`` the practic
 
     d/dlogp [ e^u f(r e^{-u}) ] = r f'(r e^{-u}) = p f'(p/q),     p = e^t, q = e^u,
 
-evaluated below in closed form per generator, in log space, so that it is finite wherever its true value is
-representable. The loss is linear in the per-token summands (``agg_weights``), so
+taken with the summand from the generator's own closed form (``Divergence.value_and_grad``, the one the core's
+backward uses), in log space, so that it is finite wherever its true value is representable. The loss is linear
+in the per-token summands (``agg_weights``), so
 
     dL/dlogp_bt = w_bt * p_bt f'(p_bt / q_bt).
 
@@ -28,87 +29,47 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.nn.functional import softplus
 
-from ladsim.divergences import DIVERGENCES, LOG2, Divergence, get_divergence
+from ladsim.divergences import DIVERGENCES, Divergence, get_divergence
 from ladsim.llm.token_loss import _bool_mask, _expand_adv, agg_weights, check_token_inputs
 from ladsim.losses import _check_eta
 
-GradWeight = Callable[[Tensor, Tensor], Tensor]
+ValueAndGrad = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
 
 
-# --- p f'(p/q) from (log p, log q) = (t, u), one closed form per generator ----------------------------
+# --- value and gradient weight from (log p, log q) = (t, u) --------------------------------------------
 
-def _gw_kl(t: Tensor, u: Tensor) -> Tensor:  # f' = log x + 1
-    return torch.exp(t) * (t - u + 1.0)
+def value_and_grad_fn(div: str | Divergence) -> ValueAndGrad:
+    """``(t, u) -> (e^u f(e^{t-u}), e^t f'(e^{t-u}))``: the summand and its derivative in ``t`` (= ``logp``).
 
-
-def _gw_rkl(t: Tensor, u: Tensor) -> Tensor:  # f' = -1/x  ->  -q
-    return -torch.exp(u)
-
-
-def _gw_jf(t: Tensor, u: Tensor) -> Tensor:  # f' = log x + 1 - 1/x  ->  p (log x + 1) - q
-    return torch.exp(t) * (t - u + 1.0) - torch.exp(u)
-
-
-def _gw_js(t: Tensor, u: Tensor) -> Tensor:  # f' = 1/2 log(2x/(x+1)) = 1/2 (log 2 - softplus(-log x))
-    return 0.5 * torch.exp(t) * (LOG2 - softplus(u - t))
-
-
-def _gw_hd(t: Tensor, u: Tensor) -> Tensor:  # f' = 1/2 (1 - x^{-1/2})  ->  1/2 (p - sqrt(p q))
-    return 0.5 * (torch.exp(t) - torch.exp(0.5 * (t + u)))
-
-
-def _gw_tv(t: Tensor, u: Tensor) -> Tensor:  # f' = 1/2 sign(x - 1) (the subgradient 0 at x = 1)
-    return 0.5 * torch.exp(t) * torch.sign(t - u)
-
-
-def _gw_pearson(t: Tensor, u: Tensor) -> Tensor:  # f' = 2 (x - 1)  ->  2 p expm1(t - u) = 2 (p^2/q - p)
-    # expm1 keeps precision near x = 1; the difference of exponentials avoids a spurious overflow of expm1
-    # where p is tiny and the product is still representable.
-    d = t - u
-    return torch.where(d < 60.0, 2.0 * torch.exp(t) * torch.expm1(d), 2.0 * (torch.exp(t + d) - torch.exp(t)))
-
-
-def _gw_neyman(t: Tensor, u: Tensor) -> Tensor:  # f' = 1 - 1/x^2  ->  p - q^2/p = -p expm1(2(u - t))
-    d = 2.0 * (u - t)
-    return torch.where(d < 60.0, -torch.exp(t) * torch.expm1(d), torch.exp(t) - torch.exp(t + d))
-
-
-GRAD_WEIGHTS: dict[str, GradWeight] = {
-    "kl": _gw_kl, "rkl": _gw_rkl, "jf": _gw_jf, "js": _gw_js, "hd": _gw_hd, "tv": _gw_tv,
-    "pearson": _gw_pearson, "neyman": _gw_neyman,
-}
+    A registered generator brings both from one closed form in log space (``Divergence.value_and_grad``, shared
+    with the core), finite wherever the true values are representable. Any other :class:`Divergence` (one a
+    user built, or a registered one with a replaced ``perspective``) falls back to its ``perspective`` and
+    ``exp(t) * derivative(t - u)``, which may overflow earlier than the true value.
+    """
+    d = get_divergence(div)
+    if DIVERGENCES.get(d.key) is d and d.value_and_grad is not None:
+        return d.value_and_grad
+    return lambda t, u: (d.perspective(t, u), torch.exp(t) * d.derivative(t - u))
 
 
 def lad_grad_weight(t: Tensor, u: Tensor, div: str | Divergence = "js") -> Tensor:
-    """``d/dt [e^u f(e^{t-u})] = e^t f'(e^{t-u})`` elementwise; ``t`` = log-ratio, ``u`` = A/eta.
-
-    Registered generators use the closed forms above; any other :class:`Divergence` falls back to
-    ``exp(t) * derivative(t - u)``, which may overflow earlier than the true value.
-    """
-    return grad_weight_fn(div)(t, u)
-
-
-def grad_weight_fn(div: str | Divergence) -> GradWeight:
-    """The function ``(t, u) -> e^t f'(e^{t-u})`` for ``div`` (closed form if registered, else the fallback)."""
-    d = get_divergence(div)
-    if DIVERGENCES.get(d.key) is d and d.key in GRAD_WEIGHTS:
-        return GRAD_WEIGHTS[d.key]
-    return lambda t, u: torch.exp(t) * d.derivative(t - u)
+    """``d/dt [e^u f(e^{t-u})] = e^t f'(e^{t-u})`` elementwise; ``t`` = log-ratio, ``u`` = A/eta."""
+    return value_and_grad_fn(div)(t, u)[1]
 
 
 # --- the kernel ---------------------------------------------------------------------------------------
 
 def _lad_kernel(logp: Tensor, logp_old: Tensor, adv: Tensor, weights: Tensor, keep: Tensor, eta: float,
-                perspective: Callable[[Tensor, Tensor], Tensor], grad_weight: GradWeight) -> tuple[Tensor, Tensor]:
+                value_and_grad: ValueAndGrad) -> tuple[Tensor, Tensor]:
     """``(loss, dloss/dlogp)`` for one token batch; all elementwise work in the accumulation dtype."""
     dt = weights.dtype
     zero = torch.zeros((), dtype=dt, device=logp.device)
     t = torch.where(keep, logp.to(dt) - logp_old.to(dt), zero)
     u = torch.where(keep, adv.to(dt) / eta, zero)
-    terms = torch.where(keep, perspective(t, u), zero)
-    grad = torch.where(keep, grad_weight(t, u) * weights, zero)
+    value, d_logp = value_and_grad(t, u)
+    terms = torch.where(keep, value, zero)
+    grad = torch.where(keep, d_logp * weights, zero)
     return (terms * weights).sum(), grad
 
 
@@ -146,8 +107,7 @@ class FusedLAD(torch.autograd.Function):
     def forward(ctx, logp: Tensor, logp_old: Tensor, adv: Tensor, weights: Tensor, keep: Tensor, eta: float,
                 div: Divergence, compile: bool) -> Tensor:
         kernel, compiled = _get_kernel(compile)
-        args = (logp.detach(), logp_old.detach(), adv.detach(), weights, keep, eta, div.perspective,
-                grad_weight_fn(div))
+        args = (logp.detach(), logp_old.detach(), adv.detach(), weights, keep, eta, value_and_grad_fn(div))
         if compiled:
             try:
                 loss, grad = kernel(*args)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import Divergence, get_divergence
-from ladsim.llm.fused import grad_weight_fn
+from ladsim.llm.fused import value_and_grad_fn
 from ladsim.llm.token_loss import (
     _FLOAT_DTYPES,
     _bool_mask,
@@ -179,7 +179,7 @@ class _FusedLinearLAD(torch.autograd.Function):
         grad_h = torch.empty(h.shape, dtype=dt, device=h.device) if need_h else None
         grad_w = torch.zeros(wc.shape, dtype=dt, device=w.device) if need_w else None
         loss = torch.zeros((), dtype=dt, device=h.device)
-        grad_wt = grad_weight_fn(div)
+        value_and_grad = value_and_grad_fn(div)
         zero = torch.zeros((), dtype=dt, device=h.device)
         for s in range(0, n, chunk):
             sl = slice(s, s + chunk)
@@ -190,8 +190,9 @@ class _FusedLinearLAD(torch.autograd.Function):
             k, wt = keep[sl], weights[sl].to(dt)
             t = torch.where(k, logp - old[sl].to(dt), zero)
             u = torch.where(k, adv[sl].to(dt) / eta, zero)
-            loss += (torch.where(k, div.perspective(t, u), zero) * wt).sum()
-            g = torch.where(k, grad_wt(t, u) * wt, zero)
+            value, d_logp = value_and_grad(t, u)
+            loss += (torch.where(k, value, zero) * wt).sum()
+            g = torch.where(k, d_logp * wt, zero)
             gl = _softmax_grad_(logits, lse, g, tgt[sl], temperature)
             if need_h:
                 grad_h[sl] = gl @ wc
