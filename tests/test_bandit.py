@@ -43,6 +43,13 @@ def test_paper_setting_lad_reaches_target_other_divergences(div):
         assert float(final_metrics(result, objective).js_to_target.iloc[0]) < 1e-3
 
 
+def test_float32_engine_reaches_the_target_too():
+    result = train(BanditConfig(seeds=2, objectives=("lad", "grpo"), dtype="float32"))
+    assert result.final_policy["lad"].dtype == np.float32
+    assert (final_metrics(result, "lad").js_to_target < 1e-3).all()
+    assert (final_metrics(result, "grpo").top_arm_mass >= 0.9).all()
+
+
 def test_target_is_pi_old_exp_a_over_eta():
     config = BanditConfig(arms=7, reward="mixture:3/1/1", eta=0.5, prior=(1, 2, 3, 4, 5, 6, 7))
     rewards = config.reward_spec().expected_rewards()
@@ -230,7 +237,7 @@ def test_malformed_reward_files(tmp_path):
     ({"optimizer": "rmsprop"}, "optimizer"), ({"mode": "mc"}, "mode"),
     ({"mode": "sampled", "group_size": 1}, "group-size"),
     ({"seeds": 0}, "--seeds"), ({"refresh_every": -1}, "refresh"), ({"prior": (1.0, 2.0)}, "prior"),
-    ({"clip": 0.0}, "--clip"), ({"objectives": ()}, "at least one"),
+    ({"clip": 0.0}, "--clip"), ({"objectives": ()}, "at least one"), ({"dtype": "float16"}, "dtype"),
 ])
 def test_config_rejects_bad_settings(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -12,13 +12,13 @@ import time
 import torch
 
 from ladsim.bandit.config import BanditConfig
-from ladsim.bandit.trainer import DTYPE, exact_advantages, log_prior, make_optimizer, train_objective
+from ladsim.bandit.trainer import exact_advantages, log_prior, make_optimizer, torch_dtype, train_objective
 from ladsim.losses import lad_loss
 
 
 def naive_single_seed(config: BanditConfig) -> torch.Tensor:
     """Practical LAD, exact mode, frozen ``pi_old``, for one seed, written plainly. Returns the policy ``(N,)``."""
-    rewards = torch.tensor(config.reward_spec().expected_rewards(), dtype=DTYPE)
+    rewards = torch.tensor(config.reward_spec().expected_rewards(), dtype=torch_dtype(config))
     logp_old = log_prior(config)
     weights = logp_old.exp()
     advantages = exact_advantages(rewards, logp_old[None])[0]
@@ -34,7 +34,7 @@ def naive_single_seed(config: BanditConfig) -> torch.Tensor:
 
 
 def bench_bandit(seeds: int = 1000, steps: int = 4000, arms: int = 50, naive_seeds: int = 3,
-                 div: str = "js") -> dict:
+                 div: str = "js", dtype: str = "float64") -> dict:
     """Time both engines; returns ``{"vectorized_s", "naive_per_seed_s", "speedup", ...}``.
 
     ``naive_per_seed_s`` is the naive loop's time for all ``seeds`` seeds, scaled from ``naive_seeds`` timed
@@ -42,7 +42,8 @@ def bench_bandit(seeds: int = 1000, steps: int = 4000, arms: int = 50, naive_see
     """
     if seeds < 1 or steps < 1 or naive_seeds < 1:
         raise ValueError("--seeds, --steps and --naive-seeds must be >= 1")
-    config = BanditConfig(arms=arms, seeds=seeds, steps=steps, objectives=("lad",), div=div, log_every=steps)
+    config = BanditConfig(arms=arms, seeds=seeds, steps=steps, objectives=("lad",), div=div, log_every=steps,
+                          dtype=dtype)
     # Warm up both paths briefly (first-call allocations, lazy imports) so neither pays them in the timing.
     train_objective(config.replace(steps=10, log_every=10), "lad")
     naive_single_seed(config.replace(steps=10, seeds=1))
@@ -59,7 +60,7 @@ def bench_bandit(seeds: int = 1000, steps: int = 4000, arms: int = 50, naive_see
     max_policy_diff = float((torch.as_tensor(vectorized_policy[0]) - naive_policy).abs().max())
     naive_total = naive_one * seeds
     return {
-        "seeds": seeds, "steps": steps, "arms": arms, "div": div, "naive_seeds_timed": naive_seeds,
+        "seeds": seeds, "steps": steps, "arms": arms, "div": div, "dtype": dtype, "naive_seeds_timed": naive_seeds,
         "threads": torch.get_num_threads(),
         "vectorized_s": vectorized_s,
         "naive_one_seed_s": naive_one,

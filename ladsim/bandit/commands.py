@@ -77,6 +77,7 @@ def run_bandit(
     seeds: int = typer.Option(8, help="Seeds, trained together as one batch."),
     seed: int = typer.Option(0, help="Random seed of the run."),
     log_every: int = typer.Option(50, help="Log metrics every this many steps."),
+    dtype: str = typer.Option("float64", help="float64 (exact numbers) or float32 (faster on many seeds)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/bandit-<div>-<time>)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
 ) -> None:
@@ -95,7 +96,7 @@ def run_bandit(
         arms=arms, reward=reward, objectives=tuple(objective), div=div, eta=eta, steps=steps, lr=lr,
         optimizer=optimizer, mode=mode, group_size=group_size, advantage_scale=advantage_scale,
         refresh_every=refresh_every, epochs=epochs, prior=_parse_prior(prior), init_std=init_std, clip=clip,
-        seeds=seeds, seed=seed, log_every=log_every,
+        seeds=seeds, seed=seed, log_every=log_every, dtype=dtype,
     )
     out = out or Path("runs") / f"bandit-{div}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_writable(out, overwrite)
@@ -116,6 +117,7 @@ def bench_bandit(
     arms: int = typer.Option(50, help="Arms."),
     naive_seeds: int = typer.Option(3, help="Seeds the naive loop is timed on (then scaled)."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads for both engines (default: torch's)."),
+    dtype: str = typer.Option("float64", help="float64 or float32, for both engines."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON here."),
 ) -> None:
     """Vectorized engine (all seeds in one batch) against a naive per-seed loop, timed in the same run."""
@@ -127,8 +129,8 @@ def bench_bandit(
         if threads < 1:
             raise ValueError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-    console.print(f"timing practical LAD, exact mode: {seeds} seeds x {steps} steps x {arms} arms ...")
-    result = measure(seeds=seeds, steps=steps, arms=arms, naive_seeds=naive_seeds)
+    console.print(f"timing practical LAD, exact mode, {dtype}: {seeds} seeds x {steps} steps x {arms} arms ...")
+    result = measure(seeds=seeds, steps=steps, arms=arms, naive_seeds=naive_seeds, dtype=dtype)
     console.print(f"vectorized ({seeds} seeds in one batch): {result['vectorized_s']:.2f} s")
     console.print(f"naive per-seed loop: {result['naive_one_seed_s']:.2f} s per seed, timed on {naive_seeds}, "
                   f"{result['naive_per_seed_s']:.0f} s scaled to {seeds} seeds")

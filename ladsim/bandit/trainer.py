@@ -31,7 +31,9 @@ from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.metrics import PolicyMetrics
 from ladsim.losses import grpo_loss, lad_loss, lad_theory_loss
 
-DTYPE = torch.float64
+def torch_dtype(config: BanditConfig) -> torch.dtype:
+    """The torch dtype of the run (``config.dtype``)."""
+    return getattr(torch, config.dtype)
 
 
 @dataclass
@@ -56,14 +58,14 @@ class TrainResult:
 def log_prior(config: BanditConfig) -> Tensor:
     """``log pi_old`` at the start, ``(N,)``: uniform, or the given prior normalized."""
     if config.prior is None:
-        return torch.full((config.arms,), -np.log(config.arms), dtype=DTYPE)
-    prior = torch.tensor(config.prior, dtype=DTYPE)
+        return torch.full((config.arms,), -np.log(config.arms), dtype=torch_dtype(config))
+    prior = torch.tensor(config.prior, dtype=torch_dtype(config))
     return torch.log(prior / prior.sum())
 
 
 def target_log_distribution(config: BanditConfig) -> Tensor:
     """``log(pi_old exp(A/eta) / Z)`` at the prior, ``(N,)``; the centering of ``A`` cancels in ``Z``."""
-    rewards = torch.tensor(config.reward_spec().expected_rewards(), dtype=DTYPE)
+    rewards = torch.tensor(config.reward_spec().expected_rewards(), dtype=torch_dtype(config))
     return torch.log_softmax(log_prior(config) + rewards / config.eta, dim=-1)
 
 
@@ -94,14 +96,15 @@ def train_objective(config: BanditConfig, objective: str,
     spec = config.reward_spec()
     S, N, G = config.seeds, config.arms, config.group_size
     gen = torch.Generator().manual_seed(config.seed)
-    rewards = torch.tensor(spec.expected_rewards(), dtype=DTYPE)
+    dtype = torch_dtype(config)
+    rewards = torch.tensor(spec.expected_rewards(), dtype=dtype)
     prior = log_prior(config)
     metrics = PolicyMetrics(target_log_distribution(config), spec.expected_rewards(), spec.success_prob(),
                             spec.modes(), config.metric_ks)
 
     theta = prior.expand(S, N).clone()
     if config.init_std > 0:
-        theta += config.init_std * torch.randn(S, N, generator=gen, dtype=DTYPE)
+        theta += config.init_std * torch.randn(S, N, generator=gen, dtype=dtype)
     theta.requires_grad_(True)
     opt = make_optimizer(theta, config)
     clip = config.clip
@@ -124,7 +127,7 @@ def train_objective(config: BanditConfig, objective: str,
             advantages = exact_advantages(rewards, logp_old)
         if sampled and step % config.epochs == 0:
             arms = torch.multinomial(weights, G, replacement=True, generator=gen)  # (S, G)
-            group_adv = group_advantages(spec.sample(arms, gen).to(DTYPE), scale=config.advantage_scale)
+            group_adv = group_advantages(spec.sample(arms, gen).to(dtype), scale=config.advantage_scale)
             batch_logp_old = logp_old.gather(-1, arms)
         if step % config.log_every == 0:
             log(step)
