@@ -91,7 +91,8 @@ class BanditConfig:
         need(_finite(self.init_std) and self.init_std >= 0, f"--init-std must be >= 0, got {self.init_std}")
         need(self.clip is None or (_finite(self.clip) and self.clip > 0), f"--clip must be > 0, got {self.clip}")
         need(all(isinstance(k, int) and k >= 1 for k in self.metric_ks), "metric k values must be integers >= 1")
-        spec = self.reward_spec()
+        spec = parse_reward(self.reward, self.arms)
+        object.__setattr__(self, "_reward_spec", spec)  # parsed once: a reward file is read here and only here
         if spec.n_arms != self.arms:
             raise ValueError(f"the reward has {spec.n_arms} arms but --arms is {self.arms}")
         if self.prior is not None:
@@ -99,8 +100,8 @@ class BanditConfig:
             need(all(_finite(p) and p > 0 for p in self.prior), "prior probabilities must be finite and > 0")
 
     def reward_spec(self) -> RewardSpec:
-        """The reward spec named by ``reward`` (parsed afresh; specs are small)."""
-        return parse_reward(self.reward, self.arms)
+        """The reward spec named by ``reward``, as parsed and validated when the config was made."""
+        return self._reward_spec
 
     def replace(self, **changes) -> "BanditConfig":
         """A copy with some settings changed (validated again)."""
