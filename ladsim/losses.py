@@ -101,7 +101,11 @@ def lad_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     broadcast shape of the inputs.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages)
-    eta = _check_eta(eta)
+    return _lad_terms(logp, logp_old, advantages, _check_eta(eta), div)
+
+
+def _lad_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, eta: float, div: str | Divergence) -> Tensor:
+    """``lad_terms`` on validated inputs (the public functions validate once, not once per layer)."""
     logp, logp_old, advantages = _promote(logp, logp_old, advantages)
     return get_divergence(div).perspective(logp - logp_old.detach(), advantages / eta)
 
@@ -120,8 +124,9 @@ def lad_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, weights=weights, mask=mask)
+    eta = _check_eta(eta)
     logp, logp_old, advantages = _neutralize(mask, logp, logp_old, advantages)
-    return reduce_actions(lad_terms(logp, logp_old, advantages, eta=eta, div=div), weights, mask)
+    return reduce_actions(_lad_terms(logp, logp_old, advantages, eta, div), weights, mask)
 
 
 # --- theoretical LAD ------------------------------------------------------------------------------
@@ -171,8 +176,18 @@ def grpo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: f
     ``eps_low = eps_high = None`` disables clipping (plain advantage maximization ``-r A``).
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, logp_ref=logp_ref)
+    _check_kl(beta, logp_ref)
+    return _grpo_terms(logp, logp_old, advantages, eps_low, eps_high, beta, logp_ref)
+
+
+def _check_kl(beta: float, logp_ref: Tensor | None) -> None:
     if beta and logp_ref is None:
         raise ValueError("beta > 0 needs logp_ref, the reference policy's log-probs")
+
+
+def _grpo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, eps_low: float | None,
+                eps_high: float | None, beta: float, logp_ref: Tensor | None) -> Tensor:
+    """``grpo_terms`` on validated inputs."""
     logp, logp_old, advantages, logp_ref = _promote(logp, logp_old, advantages, logp_ref)
     ratio = torch.exp(logp - logp_old.detach())
     surrogate = ratio * advantages
@@ -197,7 +212,6 @@ def grpo_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: fl
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, logp_ref=logp_ref, weights=weights,
                   mask=mask)
+    _check_kl(beta, logp_ref)
     logp, logp_old, advantages, logp_ref = _neutralize(mask, logp, logp_old, advantages, logp_ref)
-    terms = grpo_terms(logp, logp_old, advantages, eps_low=eps_low, eps_high=eps_high, beta=beta,
-                       logp_ref=logp_ref)
-    return reduce_actions(terms, weights, mask)
+    return reduce_actions(_grpo_terms(logp, logp_old, advantages, eps_low, eps_high, beta, logp_ref), weights, mask)
