@@ -14,60 +14,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spec_formulas import FPRIME, F
+
 from ladsim.divergences import DIVERGENCES, LOG2, NON_STRICT_CLASS, STRICT_CLASS, Divergence, get_divergence
 
 KEYS = ("kl", "rkl", "jf", "js", "hd", "tv", "pearson", "neyman")
 F32_MAX = torch.finfo(torch.float32).max
 
 
-# --- direct references, written from the LAD_SPEC table in x-space (numpy float64) -------------------
+# --- direct references (x-space, from LAD_SPEC's table): tests/spec_formulas.py ------------------------
 
-def _f_kl(x):
-    return x * np.log(x)
-
-
-def _f_rkl(x):
-    return -np.log(x)
-
-
-def _f_jf(x):
-    return (x - 1.0) * np.log(x)
-
-
-def _f_js(x):
-    return 0.5 * (x * np.log(x) - (x + 1.0) * np.log((x + 1.0) / 2.0))
-
-
-def _f_hd(x):
-    return 0.5 * (np.sqrt(x) - 1.0) ** 2
-
-
-def _f_tv(x):
-    return 0.5 * np.abs(x - 1.0)
-
-
-def _f_pearson(x):
-    return (x - 1.0) ** 2
-
-
-def _f_neyman(x):
-    return (1.0 - x) ** 2 / x
-
-
-F_DIRECT = {"kl": _f_kl, "rkl": _f_rkl, "jf": _f_jf, "js": _f_js, "hd": _f_hd, "tv": _f_tv,
-            "pearson": _f_pearson, "neyman": _f_neyman}
-
-# f'(x) from the same table, differentiated by hand.
-FPRIME_DIRECT = {
-    "kl": lambda x: np.log(x) + 1.0,
-    "rkl": lambda x: -1.0 / x,
-    "jf": lambda x: np.log(x) + 1.0 - 1.0 / x,
-    "js": lambda x: 0.5 * np.log(2.0 * x / (x + 1.0)),
-    "hd": lambda x: 0.5 * (1.0 - 1.0 / np.sqrt(x)),
-    "tv": lambda x: 0.5 * np.sign(x - 1.0),
-    "pearson": lambda x: 2.0 * (x - 1.0),
-    "neyman": lambda x: 1.0 - 1.0 / x**2,
-}
+F_DIRECT, FPRIME_DIRECT = F, FPRIME
 
 # Planted errors: plausible slips (wrong sign, dropped factor, swapped argument).
 F_MUTANTS = {

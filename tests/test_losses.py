@@ -15,6 +15,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spec_formulas import FPRIME, F
+
 from ladsim.losses import grpo_loss, grpo_terms, lad_loss, lad_terms, lad_theory_loss
 
 KEYS = ("kl", "rkl", "jf", "js", "hd", "tv", "pearson", "neyman")
@@ -23,26 +25,7 @@ F64 = torch.float64
 
 # --- references (numpy, x-space formulas from LAD_SPEC) ---------------------------------------------
 
-F = {
-    "kl": lambda x: x * np.log(x),
-    "rkl": lambda x: -np.log(x),
-    "jf": lambda x: (x - 1.0) * np.log(x),
-    "js": lambda x: 0.5 * (x * np.log(x) - (x + 1.0) * np.log((x + 1.0) / 2.0)),
-    "hd": lambda x: 0.5 * (np.sqrt(x) - 1.0) ** 2,
-    "tv": lambda x: 0.5 * np.abs(x - 1.0),
-    "pearson": lambda x: (x - 1.0) ** 2,
-    "neyman": lambda x: (1.0 - x) ** 2 / x,
-}
-FPRIME = {
-    "kl": lambda x: np.log(x) + 1.0,
-    "rkl": lambda x: -1.0 / x,
-    "jf": lambda x: np.log(x) + 1.0 - 1.0 / x,
-    "js": lambda x: 0.5 * np.log(2.0 * x / (x + 1.0)),
-    "hd": lambda x: 0.5 * (1.0 - 1.0 / np.sqrt(x)),
-    "tv": lambda x: 0.5 * np.sign(x - 1.0),
-    "pearson": lambda x: 2.0 * (x - 1.0),
-    "neyman": lambda x: 1.0 - 1.0 / x**2,
-}
+# F, FPRIME: tests/spec_formulas.py
 
 
 def ref_lad_terms(logp, logp_old, adv, eta, key, sign_u=1.0):
