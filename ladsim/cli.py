@@ -30,12 +30,14 @@ def _register() -> None:
     from ladsim import study_commands
     from ladsim.bandit import commands as bandit_commands
     from ladsim.llm import commands as llm_commands
+    from ladsim.objectives import commands as objective_commands
     from ladsim.theory import commands as theory_commands
 
     run_app.command("bandit")(bandit_commands.run_bandit)
     bench_app.command("bandit")(bandit_commands.bench_bandit)
     bench_app.command("loss")(llm_commands.bench_loss)
     app.command("verify")(theory_commands.verify)
+    app.command("objectives")(objective_commands.list_objectives_command)
     app.add_typer(study_commands.study_app, name="study")
     app.command("figures")(study_commands.figures)
 

@@ -2,8 +2,8 @@
 
 With ``theta3 = 0`` fixed, every policy over three arms is one point of the plane, so a loss can be drawn as
 contours and an optimizer's path as a curve on them. ``pi_old`` is frozen (uniform unless ``prior`` is given)
-and every expectation is exact, as in ladsim's Figure 1 setting. The losses are the shared loss core's
-(``ladsim.losses``), evaluated on a ``(P, 3)`` batch of logits:
+and every expectation is exact, as in ladsim's Figure 1 setting. The losses are the registry's
+(``ladsim.objectives``, on the shared loss core), evaluated on a ``(P, 3)`` batch of logits; by default:
 
 * ``grpo``        ``-E_{pi_theta}[A]`` (unclipped, ``beta = 0``), which has no minimizer: it drives the
   policy toward the best arm, so its path leaves any window;
@@ -26,10 +26,10 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import get_divergence
-from ladsim.losses import grpo_loss, lad_loss, lad_theory_loss
+from ladsim.objectives import Batch, get_objective, make_params, objective_loss
 
 DTYPE = torch.float64
-OBJECTIVES = ("grpo", "lad-theory", "lad")
+OBJECTIVES = ("grpo", "lad-theory", "lad")  # the default set: the paper's Figure 2
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -39,6 +39,8 @@ class LandscapeConfig:
 
     ``rewards``: expected reward of arms 1, 2, 3. ``start``: the common starting logits ``(theta1, theta2)``.
     ``window``: ``(lo, hi)`` of both axes of the contour grid, ``grid`` points per axis.
+    ``objectives``: any registered objectives (``ladsim.objectives``); ``eta`` and ``div`` fill their
+    parameters of those names, ``params`` (``{"flowrl": {"beta": 2}}``) sets others.
     """
 
     rewards: tuple[float, float, float] = (1.0, 0.6, 0.0)
@@ -52,6 +54,7 @@ class LandscapeConfig:
     optimizer: str = "sgd"
     window: tuple[float, float] = (-4.0, 5.0)
     grid: int = 81
+    params: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -66,7 +69,10 @@ class LandscapeConfig:
              f"the prior must be 3 probabilities > 0, got {self.prior}")
         need(len(self.objectives) > 0, "give at least one objective")
         for obj in self.objectives:
-            need(obj in OBJECTIVES, f"unknown objective {obj!r}; choose from: {', '.join(OBJECTIVES)}")
+            get_objective(obj)
+        need(isinstance(self.params, dict), "params must be a mapping objective -> {param: value}")
+        for name, values in self.params.items():
+            make_params(name, values)
         need(len(self.start) == 2, f"start must be (theta1, theta2), got {self.start}")
         need(isinstance(self.steps, int) and self.steps >= 1,
              f"steps must be an integer >= 1, got {self.steps}")
@@ -109,29 +115,44 @@ def _logits(theta: Tensor) -> Tensor:
     return torch.cat([theta, torch.zeros_like(theta[..., :1])], dim=-1)
 
 
-def losses(config: LandscapeConfig, objective: str, theta: Tensor) -> Tensor:
-    """The objective's loss at logits ``theta (..., 2)`` -> ``(...)``, through the shared loss core."""
+def objective_params(config: LandscapeConfig, objective: str):
+    """The objective's parameters: registry defaults < ``eta``/``div`` < ``config.params``."""
+    obj = get_objective(objective)
+    fields = {f.name for f in dataclasses.fields(obj.params)}
+    values = {k: v for k, v in (("eta", config.eta), ("div", config.div)) if k in fields}
+    values.update(config.params.get(obj.name, {}))
+    return make_params(obj, values)
+
+
+def losses(config: LandscapeConfig, objective: str, theta: Tensor, state: dict | None = None) -> Tensor:
+    """The objective's exact loss at logits ``theta (..., 2)`` -> ``(...)``, through the registry.
+
+    The batch is every arm weighted by ``pi_old``, with ``pi_old`` as the reference policy. ``state``: the
+    objective's own (FlowRL's ``log Z``, of shape ``theta.shape[:-1]``); fresh state when ``None``.
+    """
+    obj = get_objective(objective)
     logp = torch.log_softmax(_logits(theta), dim=-1)
     log_prior = _log_prior(config)
     logp_old = log_prior.expand_as(logp)
     adv = _advantages(config, log_prior).expand_as(logp)
-    weights = logp_old.exp()
-    if objective == "lad":
-        return lad_loss(logp, logp_old, adv, eta=config.eta, div=config.div, weights=weights)
-    if objective == "lad-theory":
-        return lad_theory_loss(logp, logp_old, adv, eta=config.eta, div=config.div)
-    if objective == "grpo":
-        return grpo_loss(logp, logp_old, adv, eps_low=None, eps_high=None, weights=weights)
-    raise ValueError(f"unknown objective {objective!r}; choose from: {', '.join(OBJECTIVES)}")
+    entropy = -(logp.exp() * logp).sum(-1, keepdim=True) if "entropy" in obj.needs else None
+    batch = Batch(logp, logp_old, adv, weights=logp_old.exp(), logp_ref=logp_old, entropy=entropy)
+    params = objective_params(config, objective)
+    if state is None:
+        state = obj.state(params, tuple(theta.shape[:-1]), DTYPE)
+    return objective_loss(obj, batch, params, state)
 
 
 def trajectory(config: LandscapeConfig, objective: str) -> np.ndarray:
     """The optimizer's path from ``start``: ``(steps + 1, 3)`` rows of ``theta1, theta2, loss``."""
     theta = torch.tensor(config.start, dtype=DTYPE, requires_grad=True)
-    opt = (torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam)([theta], lr=config.lr)
+    obj = get_objective(objective)
+    state = obj.state(objective_params(config, objective), (), DTYPE)
+    opt = (torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam)([theta, *state.values()],
+                                                                                 lr=config.lr)
     path = np.empty((config.steps + 1, 3))
     for step in range(config.steps + 1):
-        loss = losses(config, objective, theta)
+        loss = losses(config, objective, theta, state)
         path[step] = (*theta.detach().tolist(), loss.item())
         if step == config.steps:
             break

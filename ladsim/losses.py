@@ -185,17 +185,38 @@ def _check_kl(beta: float, logp_ref: Tensor | None) -> None:
         raise ValueError("beta > 0 needs logp_ref, the reference policy's log-probs")
 
 
-def _grpo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, eps_low: float | None,
-                eps_high: float | None, beta: float, logp_ref: Tensor | None) -> Tensor:
-    """``grpo_terms`` on validated inputs."""
-    logp, logp_old, advantages, logp_ref = _promote(logp, logp_old, advantages, logp_ref)
-    ratio = torch.exp(logp - logp_old.detach())
+def ppo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: float | None = None,
+              eps_high: float | None = None, clip_ratio_c: float | None = None,
+              log_ratio_clamp: float | None = None) -> Tensor:
+    """Per-sample PPO-clip loss (OBJECTIVES.md "grpo"; verl ``vanilla``), to minimize; shape of the inputs.
+
+        d = logp - logp_old  (clamped to [-log_ratio_clamp, log_ratio_clamp] if given; verl: 20),  r = exp(d)
+        l = max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))
+        dual clip (A < 0 only, if clip_ratio_c is given; verl: 3):  l = min(l, -A c)
+
+    ``eps_low``/``eps_high`` ``None`` leave that side unclipped; all ``None`` is plain ``-A r``.
+    Inputs must be validated and promoted by the caller.
+    """
+    log_ratio = logp - logp_old.detach()
+    if log_ratio_clamp is not None:
+        log_ratio = log_ratio.clamp(-log_ratio_clamp, log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
     surrogate = ratio * advantages
     if eps_low is not None or eps_high is not None:
         lo = 1.0 - (eps_low if eps_low is not None else float("inf"))
         hi = 1.0 + (eps_high if eps_high is not None else float("inf"))
         surrogate = torch.minimum(surrogate, ratio.clamp(lo, hi) * advantages)
     terms = -surrogate
+    if clip_ratio_c is not None:
+        terms = torch.where(advantages < 0, torch.minimum(terms, -advantages * clip_ratio_c), terms)
+    return terms
+
+
+def _grpo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, eps_low: float | None,
+                eps_high: float | None, beta: float, logp_ref: Tensor | None) -> Tensor:
+    """``grpo_terms`` on validated inputs."""
+    logp, logp_old, advantages, logp_ref = _promote(logp, logp_old, advantages, logp_ref)
+    terms = ppo_terms(logp, logp_old, advantages, eps_low=eps_low, eps_high=eps_high)
     if beta:
         delta = logp_ref.detach() - logp
         terms = terms + beta * (torch.exp(delta) - delta - 1.0)

@@ -59,7 +59,15 @@ def run_bandit(
     arms: Optional[int] = typer.Option(None, help="Number of arms (default 50; a reward file sets its own)."),
     div: str = typer.Option("js", help=f"f-divergence of LAD: {', '.join(DIVERGENCES)}."),
     objective: List[str] = typer.Option(list(OBJECTIVES), "--objective", "-o",
-                                        help=f"Objective to train (repeatable): {', '.join(OBJECTIVES)}."),
+                                        help="Objective to train (repeatable); `ladsim objectives` lists them: "
+                                             "grpo, lad, lad-theory, entadv, clip-cov, kl-cov, flowrl."),
+    set_: List[str] = typer.Option([], "--set", metavar="OBJ.PARAM=VALUE",
+                                   help="Set an objective's parameter (repeatable), e.g. --set flowrl.beta=10 "
+                                        "--set grpo.clip_ratio_c=3; `ladsim objectives` lists each one's."),
+    kl: Optional[str] = typer.Option(None, help="Add a KL penalty to the prior with this estimator: "
+                                                "k1, k2, k3, k3+ (applies to every objective)."),
+    kl_beta: float = typer.Option(0.001, help="Coefficient beta of the KL penalty (verl's default 0.001)."),
+    entropy_coef: float = typer.Option(0.0, help="Entropy bonus coefficient (0 = none; every objective)."),
     reward: str = typer.Option("mixture", help="'mixture[:MEAN/WIDTH/HEIGHT,...]', "
                                "'correct[:ARM,ARM,...][;p=P][;q=Q]' or a .csv/.npy file of rewards."),
     eta: float = typer.Option(0.2, help="Temperature eta > 0 of the target pi_old exp(A/eta)."),
@@ -81,11 +89,15 @@ def run_bandit(
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/bandit-<div>-<time>)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
 ) -> None:
-    """Train GRPO, theoretical LAD and practical LAD side by side on an N-armed bandit and write a run directory.
+    """Train objectives side by side on an N-armed bandit and write a run directory.
 
-    The defaults are the paper's Figure 1 setting: 50 arms, a trimodal target, 4000 steps, learning rate
-    5e-3, pi_old frozen at uniform, exact expectations (ladsim's choices for the rest: Adam, eta = 0.2).
+    The defaults are the paper's Figure 1 setting: GRPO, theoretical and practical LAD, 50 arms, a trimodal
+    target, 4000 steps, learning rate 5e-3, pi_old frozen at uniform, exact expectations (ladsim's choices
+    for the rest: Adam, eta = 0.2). Any registered objective can be added with -o; --eta and --div set the
+    LAD objectives' parameters, --clip the PPO clip of every objective that has one, --set any parameter.
     """
+    from ladsim.objectives import parse_assignments
+
     from ladsim.bandit.run import write_run
     from ladsim.bandit.trainer import train
 
@@ -96,8 +108,13 @@ def run_bandit(
         arms=arms, reward=reward, objectives=tuple(objective), div=div, eta=eta, steps=steps, lr=lr,
         optimizer=optimizer, mode=mode, group_size=group_size, advantage_scale=advantage_scale,
         refresh_every=refresh_every, epochs=epochs, prior=_parse_prior(prior), init_std=init_std, clip=clip,
-        seeds=seeds, seed=seed, log_every=log_every, dtype=dtype,
+        seeds=seeds, seed=seed, log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl,
+        kl_beta=kl_beta, entropy_coef=entropy_coef,
     )
+    unused = sorted(set(config.params) - set(config.objectives))
+    if unused:
+        raise ValueError(f"--set names {', '.join(unused)}, which is not among the objectives trained "
+                         f"({', '.join(config.objectives)}); add it with -o")
     out = out or Path("runs") / f"bandit-{div}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_writable(out, overwrite)
 

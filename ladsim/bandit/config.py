@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from ladsim.advantages import SCALES
 from ladsim.bandit.rewards import RewardSpec, parse_reward
 from ladsim.divergences import get_divergence
+from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, make_params
 
-OBJECTIVES = ("grpo", "lad", "lad-theory")
+OBJECTIVES = ("grpo", "lad", "lad-theory")  # the default set: the paper's Figure 1
 DTYPES = ("float64", "float32")
 OPTIMIZERS = ("adam", "sgd")
 MODES = ("exact", "sampled")
@@ -38,6 +39,13 @@ class BanditConfig:
     every K-th optimizer step (``K = 1`` is on-policy). In sampled mode a fresh group of ``group_size`` arms
     per seed is drawn from ``pi_old`` every ``epochs`` optimizer steps (``epochs`` = inner epochs per batch).
     ``dtype`` is float64 by default (exact numbers); float32 runs about 1.5x faster on large seed batches.
+
+    Objectives come from the registry (``ladsim.objectives``). Their parameters are the registry's defaults,
+    then the run's shared settings (``eta`` and ``div`` fill the fields of those names, ``clip`` fills
+    ``eps_low`` and ``eps_high`` where it is set), then ``params`` (``{"flowrl": {"beta": 10}}``, what
+    ``--set flowrl.beta=10`` gives). ``kl`` names a KL estimator (``k1``, ``k2``, ``k3``, ``k3+``) of a penalty
+    ``kl_beta * k`` to the reference policy, which is the prior (the initial ``pi_old``);
+    ``entropy_coef > 0`` adds an entropy bonus. Both apply to every objective of the run.
     """
 
     arms: int = 50
@@ -61,6 +69,10 @@ class BanditConfig:
     log_every: int = 50
     dtype: str = "float64"
     metric_ks: tuple[int, ...] = field(default=(1, 4, 16))
+    params: dict = field(default_factory=dict)
+    kl: str | None = None
+    kl_beta: float = 0.001
+    entropy_coef: float = 0.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -74,7 +86,7 @@ class BanditConfig:
         need(self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}")
         need(len(self.objectives) > 0, "give at least one --objective")
         for obj in self.objectives:
-            need(obj in OBJECTIVES, f"unknown objective {obj!r}; choose from: {', '.join(OBJECTIVES)}")
+            get_objective(obj)
         need(len(set(self.objectives)) == len(self.objectives), f"objectives repeat: {list(self.objectives)}")
         need(self.optimizer in OPTIMIZERS,
              f"unknown optimizer {self.optimizer!r}; choose from: {', '.join(OPTIMIZERS)}")
@@ -91,6 +103,20 @@ class BanditConfig:
         need(_finite(self.init_std) and self.init_std >= 0, f"--init-std must be >= 0, got {self.init_std}")
         need(self.clip is None or (_finite(self.clip) and self.clip > 0), f"--clip must be > 0, got {self.clip}")
         need(all(isinstance(k, int) and k >= 1 for k in self.metric_ks), "metric k values must be integers >= 1")
+        need(self.kl is None or self.kl in KL_ESTIMATORS,
+             f"unknown --kl estimator {self.kl!r}; choose from: {', '.join(KL_ESTIMATORS)}")
+        KLPenalty(self.kl_beta)
+        EntropyBonus(self.entropy_coef)
+        need(isinstance(self.params, dict), f"params must be a mapping objective -> {{param: value}}, got "
+                                            f"{type(self.params).__name__}")
+        parsed = {}
+        for name, values in self.params.items():
+            need(isinstance(values, dict), f"params of {name!r} must be a mapping param -> value")
+            explicit = make_params(name, values)  # validates the names and values
+            parsed[get_objective(name).name] = {k: getattr(explicit, k) for k in values}
+        object.__setattr__(self, "params", parsed)
+        for name in self.objectives:
+            self.objective_params(name)
         spec = parse_reward(self.reward, self.arms)
         object.__setattr__(self, "_reward_spec", spec)  # parsed once: a reward file is read here and only here
         if spec.n_arms != self.arms:
@@ -98,6 +124,24 @@ class BanditConfig:
         if self.prior is not None:
             need(len(self.prior) == self.arms, f"the prior has {len(self.prior)} entries, expected {self.arms}")
             need(all(_finite(p) and p > 0 for p in self.prior), "prior probabilities must be finite and > 0")
+
+    def objective_params(self, name: str):
+        """The parameters ``name`` trains with: registry defaults < shared settings < ``params``."""
+        fields = {f.name for f in dataclasses.fields(get_objective(name).params)}
+        shared = {"eta": self.eta, "div": self.div}
+        if self.clip is not None:
+            shared.update(eps_low=self.clip, eps_high=self.clip)
+        values = {k: v for k, v in shared.items() if k in fields}
+        values.update(self.params.get(name, {}))
+        return make_params(name, values)
+
+    def kl_penalty(self) -> KLPenalty | None:
+        """The KL penalty of the run, or ``None``."""
+        return None if self.kl is None else KLPenalty(self.kl_beta, self.kl)
+
+    def entropy_bonus(self) -> EntropyBonus | None:
+        """The entropy bonus of the run, or ``None``."""
+        return EntropyBonus(self.entropy_coef) if self.entropy_coef > 0 else None
 
     def reward_spec(self) -> RewardSpec:
         """The reward spec named by ``reward``, as parsed and validated when the config was made."""

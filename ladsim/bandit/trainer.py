@@ -11,9 +11,12 @@ One optimizer step, top to bottom (LAD_SPEC):
 2. exact mode: ``A(y) = R(y) - E_{pi_old}[R]`` for every arm, expectations weighted by ``pi_old``;
    sampled mode (every ``epochs`` steps): ``G`` arms per seed drawn from ``pi_old``, their rewards drawn from
    the spec, group-relative advantages;
-3. loss: ``grpo_loss`` / ``lad_loss`` / ``lad_theory_loss`` (the latter always over all arms with the exact
-   advantage: it needs the partition functions, so it is the oracle objective in sampled mode too);
-4. backward, optimizer step.
+3. loss: the objective's, looked up in the registry (``ladsim.objectives``), on a :class:`Batch`: all arms
+   weighted by ``pi_old`` (exact mode) or the sampled group (sampled mode), with the prior as the reference
+   policy and the policy's entropy where the objective or the entropy bonus needs it, plus the run's KL
+   penalty and entropy bonus. A full-support objective (``lad-theory``: it needs the partition functions)
+   always gets the exact batch over all arms: it is the oracle objective in sampled mode too;
+4. backward, optimizer step (the policy's logits and the objective's own state, e.g. FlowRL's ``log Z``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from torch import Tensor
 from ladsim.advantages import group_advantages
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.metrics import PolicyMetrics
-from ladsim.losses import grpo_loss, lad_loss, lad_theory_loss
+from ladsim.objectives import Batch, get_objective, objective_loss
+
 
 def torch_dtype(config: BanditConfig) -> torch.dtype:
     """The torch dtype of the run (``config.dtype``)."""
@@ -69,15 +73,17 @@ def target_log_distribution(config: BanditConfig) -> Tensor:
     return torch.log_softmax(log_prior(config) + rewards / config.eta, dim=-1)
 
 
-def make_optimizer(theta: Tensor, config: BanditConfig) -> torch.optim.Optimizer:
-    """Adam (torch defaults) or plain SGD over the logits. Adam uses torch's fused kernel where available:
-    one pass over the ``(S, N)`` logits instead of a chain of elementwise ops, the same update rule."""
+def make_optimizer(params: Tensor | list[Tensor], config: BanditConfig) -> torch.optim.Optimizer:
+    """Adam (torch defaults) or plain SGD over the logits (and an objective's own state, e.g. FlowRL's log Z).
+    Adam uses torch's fused kernel where available: one pass over the ``(S, N)`` logits instead of a chain of
+    elementwise ops, the same update rule."""
+    params = [params] if isinstance(params, Tensor) else list(params)
     if config.optimizer == "sgd":
-        return torch.optim.SGD([theta], lr=config.lr)
+        return torch.optim.SGD(params, lr=config.lr)
     try:
-        return torch.optim.Adam([theta], lr=config.lr, fused=True)
+        return torch.optim.Adam(params, lr=config.lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch, or no fused kernel for this device/dtype
-        return torch.optim.Adam([theta], lr=config.lr)
+        return torch.optim.Adam(params, lr=config.lr)
 
 
 def exact_advantages(rewards: Tensor, logp_old: Tensor) -> Tensor:
@@ -85,14 +91,23 @@ def exact_advantages(rewards: Tensor, logp_old: Tensor) -> Tensor:
     return rewards - (logp_old.exp() * rewards).sum(-1, keepdim=True)
 
 
+def policy_entropy(logp: Tensor) -> Tensor:
+    """``H(pi) = -sum_y pi(y) log pi(y)`` per seed, ``(S, N)`` -> ``(S, 1)`` (differentiable)."""
+    return -(logp.exp() * logp).sum(-1, keepdim=True)
+
+
 def train_objective(config: BanditConfig, objective: str,
                     on_steps: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Train ``config.seeds`` policies under one objective.
+    """Train ``config.seeds`` policies under one registered objective (``ladsim.objectives``).
 
     Returns ``(trajectory, final_policy)``: ``trajectory`` maps ``"step"`` to ``(T,)`` and each metric to
     ``(T, S)`` arrays at the logged steps (0, ``log_every``, ..., ``steps``); ``final_policy`` is ``(S, N)``.
     ``on_steps(n)`` is called as training advances by ``n`` steps (for progress bars).
     """
+    obj = get_objective(objective)
+    params = config.objective_params(obj.name)
+    kl, bonus = config.kl_penalty(), config.entropy_bonus()
+    needs_entropy = "entropy" in obj.needs or bonus is not None
     spec = config.reward_spec()
     S, N, G = config.seeds, config.arms, config.group_size
     gen = torch.Generator().manual_seed(config.seed)
@@ -106,9 +121,9 @@ def train_objective(config: BanditConfig, objective: str,
     if config.init_std > 0:
         theta += config.init_std * torch.randn(S, N, generator=gen, dtype=dtype)
     theta.requires_grad_(True)
-    opt = make_optimizer(theta, config)
-    clip = config.clip
-    sampled = config.mode == "sampled"
+    state = obj.state(params, (S,), dtype)
+    opt = make_optimizer([theta, *state.values()], config)
+    sampled = config.mode == "sampled" and not obj.full_support
 
     logp_old = prior.expand(S, N)
     advantages = exact_advantages(rewards, logp_old)
@@ -125,7 +140,7 @@ def train_objective(config: BanditConfig, objective: str,
             logp_old = torch.log_softmax(theta.detach(), -1)
             weights = logp_old.exp()
             advantages = exact_advantages(rewards, logp_old)
-        if sampled and step % config.epochs == 0:
+        if config.mode == "sampled" and step % config.epochs == 0:
             arms = torch.multinomial(weights, G, replacement=True, generator=gen)  # (S, G)
             group_adv = group_advantages(spec.sample(arms, gen).to(dtype), scale=config.advantage_scale)
             batch_logp_old = logp_old.gather(-1, arms)
@@ -133,18 +148,14 @@ def train_objective(config: BanditConfig, objective: str,
             log(step)
 
         logp = torch.log_softmax(theta, -1)
-        if objective == "lad-theory":
-            loss = lad_theory_loss(logp, logp_old, advantages, eta=config.eta, div=config.div)
-        elif sampled:
-            batch_logp = logp.gather(-1, arms)
-            if objective == "lad":
-                loss = lad_loss(batch_logp, batch_logp_old, group_adv, eta=config.eta, div=config.div)
-            else:
-                loss = grpo_loss(batch_logp, batch_logp_old, group_adv, eps_low=clip, eps_high=clip)
-        elif objective == "lad":
-            loss = lad_loss(logp, logp_old, advantages, eta=config.eta, div=config.div, weights=weights)
+        entropy = policy_entropy(logp) if needs_entropy else None
+        if sampled:
+            batch = Batch(logp.gather(-1, arms), batch_logp_old, group_adv, logp_ref=prior[arms],
+                          entropy=entropy, generator=gen)
         else:
-            loss = grpo_loss(logp, logp_old, advantages, eps_low=clip, eps_high=clip, weights=weights)
+            batch = Batch(logp, logp_old, advantages, weights=weights, logp_ref=prior, entropy=entropy,
+                          generator=gen)
+        loss = objective_loss(obj, batch, params, state, kl=kl, entropy_bonus=bonus)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()

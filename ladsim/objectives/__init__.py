@@ -1,0 +1,37 @@
+"""The objective registry (OBJECTIVES.md): every objective ladsim trains, by name, on the shared loss core.
+
+    from ladsim.objectives import Batch, get_objective, make_params, objective_loss
+    params = make_params("flowrl", {"beta": 10})
+    loss = objective_loss("flowrl", batch, params, state=get_objective("flowrl").state(params, (S,)))
+
+Registered here: ``grpo``, ``lad``, ``lad-theory``, ``entadv``, ``clip-cov``, ``kl-cov``, ``flowrl``; the
+modifiers :class:`KLPenalty` and :class:`EntropyBonus` compose with any of them. Register your own with
+:func:`register_objective` (see :mod:`ladsim.objectives.registry`).
+"""
+
+# registration order is the listing order of `ladsim objectives`
+from ladsim.objectives import ppo as _ppo  # noqa: F401  (registers grpo, entadv, clip-cov, kl-cov)
+from ladsim.objectives import lad as _lad  # noqa: I001,F401  (registers lad, lad-theory)
+from ladsim.objectives import flowrl as _flowrl  # noqa: F401  (registers flowrl)
+from ladsim.objectives.modifiers import KL_ESTIMATORS, EntropyBonus, KLPenalty, kl_terms
+from ladsim.objectives.registry import (
+    OBJECTIVES,
+    Batch,
+    Objective,
+    describe_fields,
+    get_objective,
+    list_objectives,
+    make_params,
+    objective_loss,
+    objective_terms,
+    params_dict,
+    parse_assignments,
+    register_objective,
+    unregister_objective,
+)
+
+__all__ = [
+    "Batch", "EntropyBonus", "KLPenalty", "KL_ESTIMATORS", "OBJECTIVES", "Objective", "describe_fields",
+    "get_objective", "kl_terms", "list_objectives", "make_params", "objective_loss", "objective_terms",
+    "params_dict", "parse_assignments", "register_objective", "unregister_objective",
+]

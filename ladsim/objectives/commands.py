@@ -1,0 +1,47 @@
+"""CLI command ``ladsim objectives``: every registered objective with its formula, parameters and reference."""
+
+from __future__ import annotations
+
+import typer
+
+from ladsim.objectives.modifiers import KL_ESTIMATORS, EntropyBonus, KLPenalty
+from ladsim.objectives.registry import OBJECTIVES, describe_fields
+
+
+def _default(value) -> str:
+    return "None" if value is None else repr(value) if isinstance(value, str) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
+
+
+def objectives_text() -> str:
+    """The listing printed by ``ladsim objectives`` (one block per objective, then the modifiers)."""
+    blocks = []
+    for obj in OBJECTIVES.values():
+        lines = [f"{obj.name}: {obj.summary}", f"  loss      {obj.formula}"]
+        fields = describe_fields(obj.params)
+        for i, (name, type_name, default, doc) in enumerate(fields):
+            head = "  params    " if i == 0 else "            "
+            lines.append(f"{head}{obj.name}.{name}: {type_name} = {_default(default)}" + (f"  ({doc})" if doc else ""))
+        if not fields:
+            lines.append("  params    (none)")
+        if obj.init_state is not None:
+            lines.append("  state     trained with the policy: " + ", ".join(obj.state(obj.params(), ()).keys()))
+        if obj.full_support:
+            lines.append("  note      needs every action (exact partition functions): bandit only")
+        lines.append(f"  reference {obj.reference}")
+        blocks.append("\n".join(lines))
+    kl, ent = KLPenalty(), EntropyBonus()
+    blocks.append("\n".join([
+        "modifiers (compose with any objective):",
+        f"  --kl {{{','.join(KL_ESTIMATORS)}}} --kl-beta B (default {kl.beta:g}): + B k(logp - logp_ref); "
+        "k1 = t, k2 = t^2/2, k3 = exp(-t) - 1 + t, k3+ = k3's value with k2's gradient (Schulman 2020; verl)",
+        f"  --entropy-coef C (default {ent.coef:g}): - C H(pi) (verl entropy_coeff)",
+        "set a parameter: ladsim run bandit -o flowrl --set flowrl.beta=10 (in `run bandit`, --eta/--div fill "
+        "every eta/div parameter and --clip every eps_low/eps_high, before --set)",
+    ]))
+    return "\n\n".join(blocks)
+
+
+def list_objectives_command() -> None:
+    """List every registered objective: its loss, parameters with defaults, and reference."""
+    typer.echo(objectives_text())

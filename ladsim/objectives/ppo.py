@@ -1,0 +1,208 @@
+"""The PPO-clip family (OBJECTIVES.md): ``grpo``, ``entadv``, ``clip-cov``, ``kl-cov``.
+
+All four are built on the core's :func:`ladsim.losses.ppo_terms`. The bandit leaves the PPO clip off by default
+(``eps_low = eps_high = None``): with a frozen ``pi_old`` a clip at ``1 + eps`` stops every arm at that ratio
+(ladsim.bandit.config). verl's defaults are ``eps_low = eps_high = 0.2``, ``clip_ratio_c = 3``,
+``log_ratio_clamp = 20``; set them with ``--set grpo.eps_low=0.2`` etc. or the bandit's ``--clip``.
+
+clip-cov and kl-cov act on the tokens of largest covariance ``cov(y) = (A(y) - mean A)(logp(y) - mean logp)``
+(Cui et al. 2025). With samples (the bandit's sampled mode, LLM tokens) they follow verl literally: the means
+are over the valid entries of the row and ``n = max(floor(rho * #valid), 1)`` entries are picked. In the
+bandit's exact mode the "tokens" are all arms weighted by ``pi_old``, and ladsim uses the large-batch limit of
+the same rule (``#valid -> infinity``, so ``n / #valid -> rho``):
+
+* the means are ``pi_old``-weighted;
+* clip-cov: every eligible arm (``lb < cov < ub``, not clipped) keeps ``1 - min(1, rho / m)`` of its term,
+  ``m`` the ``pi_old`` mass of the eligible arms: the expected loss when a ``rho`` fraction of all tokens is
+  dropped at random among the eligible ones;
+* kl-cov: the arms of largest ``cov`` covering ``pi_old`` mass ``rho`` (the last one fractionally) get the
+  ``lambda |logp - logp_old|`` penalty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from ladsim.losses import ppo_terms
+from ladsim.objectives.registry import Batch, check_number, register_objective
+
+
+def _check_clip(params) -> None:
+    check_number("eps_low", params.eps_low, low=0.0, high=1.0, allow_none=True)
+    check_number("eps_high", params.eps_high, low=0.0, allow_none=True)
+
+
+def _ppo(batch: Batch, params, advantages: Tensor | None = None) -> Tensor:
+    return ppo_terms(batch.logp, batch.logp_old, batch.advantages if advantages is None else advantages,
+                     eps_low=params.eps_low, eps_high=params.eps_high,
+                     clip_ratio_c=getattr(params, "clip_ratio_c", None),
+                     log_ratio_clamp=getattr(params, "log_ratio_clamp", None))
+
+
+_EPS_LOW = field(default=None, metadata={"doc": "PPO clip 1 - eps_low (None: unclipped; verl 0.2)"})
+_EPS_HIGH = field(default=None, metadata={"doc": "PPO clip 1 + eps_high (None: unclipped; verl 0.2)"})
+
+
+# --- grpo ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GRPOParams:
+    eps_low: float | None = _EPS_LOW
+    eps_high: float | None = _EPS_HIGH
+    clip_ratio_c: float | None = field(default=None, metadata={
+        "doc": "dual clip for A < 0: l = min(l, -A c) (None: off; verl 3)"})
+    log_ratio_clamp: float | None = field(default=None, metadata={
+        "doc": "clamp logp - logp_old to [-x, x] before exp (None: off; verl 20)"})
+
+    def __post_init__(self) -> None:
+        _check_clip(self)
+        check_number("clip_ratio_c", self.clip_ratio_c, low=1.0, low_open=True, allow_none=True)
+        check_number("log_ratio_clamp", self.log_ratio_clamp, low=0.0, low_open=True, allow_none=True)
+
+
+@register_objective(
+    "grpo", GRPOParams,
+    formula="l = max(-A r, -A clip(r, 1-eps_low, 1+eps_high)); A < 0: l = min(l, -A c)",
+    reference="Shao et al. 2024 (DeepSeekMath, GRPO), Schulman et al. 2017 (PPO); verl 'vanilla'",
+    summary="GRPO / PPO-clip surrogate (unclipped in the bandit by default: advantage maximization)")
+def grpo(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor]) -> Tensor:
+    return _ppo(batch, params)
+
+
+# --- entadv -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EntAdvParams:
+    alpha: float = field(default=0.4, metadata={"doc": "weight of the detached entropy in the advantage"})
+    kappa: float = field(default=2.0, metadata={"doc": "the entropy term is capped at |A| / kappa"})
+    eps_low: float | None = _EPS_LOW
+    eps_high: float | None = _EPS_HIGH
+
+    def __post_init__(self) -> None:
+        check_number("alpha", self.alpha, low=0.0)
+        check_number("kappa", self.kappa, low=0.0, low_open=True)
+        _check_clip(self)
+
+
+@register_objective(
+    "entadv", EntAdvParams, needs=("entropy",),
+    formula="A' = A + min(alpha H_detached, |A|/kappa);  l = PPO-clip with A'",
+    reference="Cheng et al. 2025, Reasoning with Exploration: An Entropy Perspective, arXiv:2506.14758",
+    summary="entropy-shaped advantage: A + min(alpha H, |A|/kappa), then the PPO-clip surrogate")
+def entadv(batch: Batch, params: EntAdvParams, state: Mapping[str, Tensor]) -> Tensor:
+    entropy = batch.need("entropy", "entadv").detach()
+    a = batch.advantages
+    shaped = a + torch.minimum(params.alpha * entropy, a.abs() / params.kappa)
+    return _ppo(batch, params, shaped)
+
+
+# --- covariance-based: clip-cov, kl-cov --------------------------------------------------------------------
+
+def _valid(batch: Batch) -> Tensor:
+    shape = torch.broadcast_shapes(batch.logp.shape, batch.advantages.shape)
+    if batch.mask is None:
+        return torch.ones(shape, dtype=torch.bool, device=batch.logp.device)
+    return torch.broadcast_to(batch.mask, shape) > 0
+
+
+def _row_mean(x: Tensor, valid: Tensor, weights: Tensor | None) -> Tensor:
+    """Mean over the last axis of the valid entries, ``weights``-weighted if given; ``(..., 1)``."""
+    w = valid.to(x.dtype) if weights is None else weights.to(x.dtype) * valid
+    w = torch.broadcast_to(w, x.shape)
+    return (w * x).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny)
+
+
+def token_covariance(batch: Batch) -> tuple[Tensor, Tensor]:
+    """``(cov, valid)``: ``cov = (A - mean A)(logp - mean logp)`` (detached), means over the valid entries of the
+    row (``pi_old``-weighted in exact mode); both of the broadcast shape ``(..., n)``."""
+    valid = _valid(batch)
+    a = torch.broadcast_to(batch.advantages, valid.shape).detach()
+    lp = torch.broadcast_to(batch.logp, valid.shape).detach()
+    cov = (a - _row_mean(a, valid, batch.weights)) * (lp - _row_mean(lp, valid, batch.weights))
+    return cov, valid
+
+
+def _pick_count(valid: Tensor, ratio: float) -> Tensor:
+    """verl's ``max(int(ratio * #valid), 1)`` per row, ``(..., 1)``."""
+    return torch.floor(ratio * valid.sum(-1, keepdim=True).to(torch.float64)).clamp(min=1).to(torch.long)
+
+
+def _rank(keys: Tensor, descending: bool = False) -> Tensor:
+    """Rank of each entry of the row when sorted by ``keys`` (0 = first), ``(..., n)``."""
+    order = torch.argsort(keys, dim=-1, descending=descending, stable=True)
+    return torch.argsort(order, dim=-1)
+
+
+@dataclass(frozen=True)
+class ClipCovParams:
+    ratio: float = field(default=2e-4, metadata={"doc": "fraction rho of tokens whose gradient is cut (verl)"})
+    lb: float = field(default=1.0, metadata={"doc": "eligible tokens have lb < cov < ub"})
+    ub: float = field(default=5.0, metadata={"doc": "eligible tokens have lb < cov < ub"})
+    eps_low: float | None = _EPS_LOW
+    eps_high: float | None = _EPS_HIGH
+
+    def __post_init__(self) -> None:
+        check_number("ratio", self.ratio, low=0.0, high=1.0, low_open=True)
+        check_number("lb", self.lb)
+        check_number("ub", self.ub)
+        if not self.lb < self.ub:
+            raise ValueError(f"lb must be < ub, got lb={self.lb}, ub={self.ub}")
+        _check_clip(self)
+
+
+@register_objective(
+    "clip-cov", ClipCovParams, needs=("generator",),
+    formula="l = PPO-clip, except n = max(floor(rho #valid), 1) random tokens with lb < cov < ub "
+            "(not PPO-clipped) get l = 0",
+    reference="Cui et al. 2025, The Entropy Mechanism of RL for Reasoning LMs, arXiv:2505.22617; verl 'clip_cov'",
+    summary="PPO-clip with the gradient cut on a few random high-covariance tokens")
+def clip_cov(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor]) -> Tensor:
+    terms = _ppo(batch, params)
+    unclipped = ppo_terms(batch.logp, batch.logp_old, batch.advantages)
+    cov, valid = token_covariance(batch)
+    eligible = valid & (cov > params.lb) & (cov < params.ub) & ~(terms.detach() > unclipped.detach())
+    if batch.exact:
+        w = torch.broadcast_to(batch.weights, cov.shape) * eligible
+        mass = w.sum(-1, keepdim=True)
+        keep = 1.0 - torch.clamp(params.ratio / mass.clamp(min=torch.finfo(mass.dtype).tiny), max=1.0)
+        return torch.where(eligible, keep * terms, terms)
+    keys = torch.rand(cov.shape, generator=batch.generator, dtype=torch.float64,
+                      device=cov.device).masked_fill(~eligible, 2.0)
+    cut = eligible & (_rank(keys) < _pick_count(valid, params.ratio))
+    return torch.where(cut, torch.zeros_like(terms), terms)
+
+
+@dataclass(frozen=True)
+class KLCovParams:
+    ratio: float = field(default=2e-4, metadata={"doc": "fraction rho of tokens that get the penalty (verl)"})
+    coef: float = field(default=1.0, metadata={"doc": "lambda of lambda |logp - logp_old| (verl ppo_kl_coef)"})
+
+    def __post_init__(self) -> None:
+        check_number("ratio", self.ratio, low=0.0, high=1.0, low_open=True)
+        check_number("coef", self.coef, low=0.0)
+
+
+@register_objective(
+    "kl-cov", KLCovParams,
+    formula="l = -A r + lambda |logp - logp_old| on the n = max(floor(rho #valid), 1) tokens of largest cov; "
+            "l = -A r elsewhere",
+    reference="Cui et al. 2025, The Entropy Mechanism of RL for Reasoning LMs, arXiv:2505.22617; verl 'kl_cov'",
+    summary="-A r with a |log-ratio| penalty on the highest-covariance tokens")
+def kl_cov(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor]) -> Tensor:
+    log_ratio = batch.logp - batch.logp_old.detach()
+    terms = -batch.advantages * torch.exp(log_ratio)
+    cov, valid = token_covariance(batch)
+    keys = cov.masked_fill(~valid, float("-inf"))
+    if batch.exact:
+        order = torch.argsort(keys, dim=-1, descending=True, stable=True)
+        w = (torch.broadcast_to(batch.weights, cov.shape) * valid).gather(-1, order)
+        before = torch.cumsum(w, -1) - w
+        share = ((params.ratio - before) / w.clamp(min=torch.finfo(w.dtype).tiny)).clamp(0.0, 1.0)
+        fraction = torch.zeros_like(share).scatter(-1, order, share * (w > 0))
+    else:
+        fraction = (valid & (_rank(keys, descending=True) < _pick_count(valid, params.ratio))).to(terms.dtype)
+    return terms + params.coef * fraction * log_ratio.abs()
