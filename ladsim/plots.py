@@ -18,9 +18,14 @@ import numpy as np  # noqa: E402
 
 from ladsim.io import atomic_file  # noqa: E402
 
-OBJECTIVE_COLORS = {"grpo": "#d1495b", "lad": "#00798c", "lad-theory": "#edae49", "target": "#30343f"}
+OBJECTIVE_COLORS = {"grpo": "#d1495b", "lad": "#00798c", "lad-theory": "#edae49", "target": "#30343f",
+                    "entadv": "#8e6c8a", "clip-cov": "#f08a4b", "kl-cov": "#6a994e", "flowrl": "#3d5a80"}
 OBJECTIVE_LABELS = {"grpo": "GRPO", "lad": "LAD (practical)", "lad-theory": "LAD (theoretical)",
-                    "target": r"target $P_A \propto \pi_{old}\,e^{A/\eta}$"}
+                    "target": r"target $P_A \propto \pi_{old}\,e^{A/\eta}$", "entadv": "EntAdv",
+                    "clip-cov": "Clip-Cov", "kl-cov": "KL-Cov", "flowrl": "FlowRL"}
+
+# Line styles tell apart objectives whose curves coincide (the advantage maximizers often do).
+OBJECTIVE_LINESTYLES = {"entadv": "--", "clip-cov": ":", "kl-cov": "-.", "lad-theory": (0, (4, 1, 1, 1))}
 
 STYLE = {
     "font.size": 10,
@@ -102,6 +107,7 @@ METRIC_LABELS = {
     "expected_reward": "expected reward",
     "entropy": "entropy (nats)",
     "mode_coverage": "modes kept",
+    "effective_modes": "effective modes",
     "js_to_target": r"JS to $P_A$ (nats)",
     "tv_to_target": r"TV to $P_A$",
     "kl_to_target": r"KL to $P_A$ (nats)",
@@ -118,6 +124,7 @@ METRIC_TITLES = {
     "expected_reward": r"expected reward $\sum_y \pi(y) R(y)$",
     "entropy": "policy entropy (nats)",
     "mode_coverage": "modes kept (of the target's)",
+    "effective_modes": "how evenly the modes share the mass",
 }
 
 
@@ -264,7 +271,7 @@ def _rows(summary, metric, objective, **where):
 
 
 def plot_eta_sweep(data, *, title: str = "", caption: str = "",
-                   metrics: Sequence[str] = ("expected_reward", "pass@16", "distinct@16")):
+                   metrics: Sequence[str] = ("expected_reward", "effective_modes", "distinct@16")):
     """Figure 3 analog: one panel per metric against eta (log scale): practical LAD's mean and 95% interval,
     GRPO (no eta) as a horizontal band.
 
@@ -310,7 +317,7 @@ def plot_eta_sweep(data, *, title: str = "", caption: str = "",
 
 
 def plot_divergence_ablation(data, *, title: str = "", caption: str = "",
-                             metrics: Sequence[str] = ("expected_reward", "pass@16", "distinct@16")):
+                             metrics: Sequence[str] = ("expected_reward", "effective_modes", "distinct@16")):
     """Figure 4 analog: one point per f-generator (coloured by the paper's class) with its 95% interval, the
     class means as dashed lines (their intervals shaded over the class's points), GRPO as a dotted line.
 
@@ -460,10 +467,63 @@ def plot_regime_map(data, *, title: str = "", caption: str = "",
     return fig
 
 
+def plot_objectives_figure(data, *, title: str = "", caption: str = "",
+                           curves: Sequence[str] = ("entropy", "mode_coverage", "expected_reward")):
+    """Figure 6: every objective in each regime (one row per regime): the final policies (mean over seeds) as
+    lines over the arms against the target ``P_A`` (shaded), then one panel per metric over the steps, mean
+    and 95% bootstrap interval over seeds.
+
+    ``data["policy"]``: ``regime, objective, seed, arm, probability, target, reward``; ``data["curves"]``:
+    ``regime, step, objective, metric, seeds, mean, lo, hi``.
+    """
+    policy, summary = data["policy"], data["curves"]
+    regimes = list(dict.fromkeys(policy["regime"]))
+    objectives = list(dict.fromkeys(policy["objective"]))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(regimes), 1 + len(curves), squeeze=False, layout="constrained",
+                                 figsize=(4.0 * (1 + len(curves)), 3.1 * len(regimes) + 0.9))
+        for row, regime in zip(axes, regimes):
+            p = policy[policy["regime"] == regime]
+            first = p[p["objective"] == objectives[0]]
+            target = first.groupby("arm")["target"].first()
+            ax = row[0]
+            ax.fill_between(target.index, target.to_numpy(), step="mid", color=objective_color("target"),
+                            alpha=0.18, lw=0, label=objective_label("target"))
+            for objective in objectives:
+                probs = p[p["objective"] == objective].groupby("arm")["probability"].mean()
+                ax.step(probs.index, probs.to_numpy(), where="mid", color=objective_color(objective), lw=1.3,
+                        ls=OBJECTIVE_LINESTYLES.get(objective, "-"), label=objective_label(objective))
+            ax.set_yscale("log")
+            ax.set_ylim(max(1e-6, float(target.min()) / 10), 1.5)
+            ax.set_xlabel("arm")
+            ax.set_ylabel("final probability (log scale)")
+            ax.set_title(regime, fontsize=10, loc="left")
+            c = summary[summary["regime"] == regime]
+            for ax, metric in zip(row[1:], curves):
+                m = c[c["metric"] == metric]
+                for objective in objectives:
+                    o = m[m["objective"] == objective].sort_values("step")
+                    ax.fill_between(o["step"], o["lo"], o["hi"], color=objective_color(objective), alpha=0.2, lw=0)
+                    ax.plot(o["step"], o["mean"], color=objective_color(objective), lw=1.5,
+                            ls=OBJECTIVE_LINESTYLES.get(objective, "-"))
+                ax.set_xlabel("optimizer step")
+                ax.set_ylabel(metric_label(metric))
+                ax.set_title(metric_title(metric), fontsize=10)
+        seeds = int(summary["seeds"].min())
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8), fontsize=8.5,
+                   title=f"curves: mean and 95% bootstrap interval over {seeds} seeds", title_fontsize=8.5)
+        if title:
+            fig.suptitle(title)
+        _caption(fig, caption)
+    return fig
+
+
 FIGURES = {
     "distribution": plot_distribution_figure,
     "landscape": plot_landscape_figure,
     "eta_sweep": plot_eta_sweep,
     "divergence_ablation": plot_divergence_ablation,
     "regime_map": plot_regime_map,
+    "objectives": plot_objectives_figure,
 }

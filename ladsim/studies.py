@@ -9,6 +9,7 @@ A study file (``studies/*.toml``)::
     title = "..."                  # the figure's title
     frames = ["final"]             # the frames saved as figure data (see below)
     summary = ["expected_reward"]  # metrics summarized over seeds (mean, 95% bootstrap interval)
+    curves = ["entropy"]           # metrics summarized over seeds at every logged step (frame ``curves``)
 
     [base]                         # settings shared by every run (BanditConfig / LandscapeConfig fields)
     reward = "correct"
@@ -28,7 +29,12 @@ logged step), ``policy`` (objective, seed, arm, probability, target, reward). Fr
 grid's columns first. With ``summary`` the study also returns ``summary``: one row per grid point, objective
 and metric with ``mean, lo, hi`` (``scipy.stats.bootstrap``, percentile method, 95%) over seeds. ``pools``
 (``[study.pools.AXIS]``, label = list of values) add rows for groups of values along an axis, each metric
-averaged per seed over the group before the bootstrap (the strict/non-strict classes of Figure 4).
+averaged per seed over the group before the bootstrap (the strict/non-strict classes of Figure 4). With
+``curves`` it also returns ``curves``: the same summary at every logged step (a ``step`` column).
+
+Objective parameters: a dotted setting ``"flowrl.beta" = 5`` (in ``[base]``, as a grid axis or inside a
+table axis) sets that objective's parameter (``ladsim objectives`` lists them); it is the ``params`` field of
+the run's configuration.
 
 Caching: a run is one configuration with one objective (bandit) or one full landscape config. Its key is the
 SHA-256 of the canonical JSON of ``{kind, every setting, CACHE_VERSION}``; its result is one ``.npz`` file
@@ -60,7 +66,7 @@ CACHE_VERSION = 1  # bump when a run's output format or meaning changes: every c
 KINDS = ("bandit", "landscape")
 BANDIT_FRAMES = ("final", "trajectory", "policy")
 LANDSCAPE_FRAMES = ("grid", "trajectory", "optimum")
-STUDY_KEYS = {"name", "kind", "figure", "title", "caption", "frames", "summary", "pools"}
+STUDY_KEYS = {"name", "kind", "figure", "title", "caption", "frames", "summary", "curves", "pools"}
 BOOTSTRAP_RESAMPLES = 4999
 DEFAULT_CACHE = Path("studies") / "cache"
 DEFAULT_DATA = Path("figures") / "data"
@@ -136,6 +142,7 @@ class Study:
     pools: dict[str, dict[str, list]] = field(default_factory=dict)
     caption: str = ""
     path: Path | None = None
+    curves: tuple[str, ...] = ()
 
     @property
     def cost(self) -> int:
@@ -194,8 +201,9 @@ def _parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
             raise ValueError(f"unknown frame {frame!r} for a {kind} study; "
                              f"choose from: {', '.join(known_frames)}")
     summary = tuple(meta.get("summary", []))
-    if summary and kind != "bandit":
-        raise ValueError("summary metrics exist for bandit studies only")
+    curves = tuple(meta.get("curves", []))
+    if (summary or curves) and kind != "bandit":
+        raise ValueError("summary metrics and curves exist for bandit studies only")
 
     base = dict(doc.get("base", {}))
     blocks = doc.get("grid", [{}])
@@ -220,6 +228,7 @@ def _parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
             if objectives is None:
                 objectives = list(settings.pop("objectives", cls().objectives))
             settings.update(overrides)
+            _gather_params(settings)
             if kind == "landscape":
                 settings["objectives"] = objectives
                 objectives = [None]
@@ -242,8 +251,20 @@ def _parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
         name=meta.get("name", path.stem), kind=kind, figure=meta.get("figure", path.stem),
         title=meta.get("title", ""), frames=frames, summary=summary, axes=tuple(axes), runs=runs,
         plot=dict(doc.get("plot", {})), pools=_parse_pools(meta.get("pools", {}), runs, axes),
-        caption=meta.get("caption", ""), path=path,
+        caption=meta.get("caption", ""), path=path, curves=curves,
     )
+
+
+def _gather_params(settings: dict[str, Any]) -> None:
+    """Move dotted settings (``"flowrl.beta": 5``) into ``settings["params"]`` (``{"flowrl": {"beta": 5}}``)."""
+    dotted = [k for k in settings if "." in k]
+    if not dotted:
+        return
+    params = {name: dict(values) for name, values in settings.get("params", {}).items()}
+    for key in dotted:
+        name, _, param = key.rpartition(".")
+        params.setdefault(name, {})[param] = settings.pop(key)
+    settings["params"] = params
 
 
 def _parse_pools(pools: dict, runs: list[Run], axes: list[str]) -> dict[str, dict[str, list]]:
@@ -428,7 +449,8 @@ def make_executor(jobs: int) -> ProcessPoolExecutor:
 def gather(study: Study, results: dict[str, dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
     """Concatenate each saved frame over the runs, grid columns first; add ``summary`` if asked."""
     out = {}
-    names = study.frames + (("final",) if study.summary and "final" not in study.frames else ())
+    names = study.frames + (("final",) if study.summary and "final" not in study.frames else ()) \
+        + (("trajectory",) if study.curves and "trajectory" not in study.frames else ())
     for name in names:
         parts = []
         for run in study.runs:
@@ -445,6 +467,10 @@ def gather(study: Study, results: dict[str, dict[str, pd.DataFrame]]) -> dict[st
                                    study.summary)
         if "final" not in study.frames:
             del out["final"]
+    if study.curves:
+        out["curves"] = summarize(out["trajectory"], list(study.axes) + ["step"], study.curves)
+        if "trajectory" not in study.frames:
+            del out["trajectory"]
     return out
 
 

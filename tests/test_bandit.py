@@ -137,6 +137,9 @@ def test_metrics_against_hand_computed_values():
     np.testing.assert_allclose(out["top_arm_mass"], [0.5, 0.4])
     # modes: {0} keeps 0.5 >= 0.2; {2} has 0.1 < 0.2; {1,3} has 0.4 >= 0.1  -> 2; the target itself keeps 3.
     np.testing.assert_array_equal(out["mode_coverage"], [2, 3])
+    # effective modes: the perplexity of the modes' shares ({0}, {2}, {1,3}): (0.5, 0.1, 0.4) and (0.4, 0.4, 0.2)
+    shares = np.array([[0.5, 0.1, 0.4], [0.4, 0.4, 0.2]])
+    np.testing.assert_allclose(out["effective_modes"], np.exp(-(shares * np.log(shares)).sum(1)), rtol=1e-14)
     ps = p @ success
     np.testing.assert_allclose(out["pass@1"], ps)
     np.testing.assert_allclose(out["pass@4"], 1 - (1 - ps) ** 4)

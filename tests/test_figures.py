@@ -87,9 +87,9 @@ def test_fig3_summary_covers_every_eta_and_grpo(tmp_path):
     summary = data["summary"]
     lad = summary[summary["objective"] == "lad"]
     assert sorted(lad["eta"].unique()) == [0.5, 1, 2, 4, 8, 16]
-    assert set(lad["metric"]) == {"expected_reward", "pass@16", "distinct@16"}
+    assert set(lad["metric"]) == {"expected_reward", "effective_modes", "distinct@16", "mode_coverage", "pass@16"}
     grpo = summary[summary["objective"] == "grpo"]
-    assert len(grpo) == 3 and grpo["eta"].isna().all()
+    assert len(grpo) == 5 and grpo["eta"].isna().all()
     assert (summary["seeds"] == 4).all()
     assert ((summary["lo"] <= summary["mean"] + 1e-12) & (summary["mean"] <= summary["hi"] + 1e-12)).all()
     final = data["final"]

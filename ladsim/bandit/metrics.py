@@ -13,6 +13,9 @@ kl_to_target        ``KL(pi || t)`` (nats)
 top_arm_mass        ``max_y pi(y)``
 mode_coverage       number of modes ``k`` with ``pi(M_k) >= 1/2 t(M_k)``: a mode counts as alive when the
                     policy keeps at least half of the mass the target puts on it
+effective_modes     ``exp(-sum_k m_k log m_k)`` with ``m_k = pi(M_k) / sum_j pi(M_j)``: the perplexity of how
+                    the policy splits the modes' mass among them, from 1 (one mode holds it all) to K (evenly);
+                    unlike mode_coverage it keeps separating policies once every mode is alive
 pass@k              ``1 - (1 - sum_y pi(y) s(y))^k``: the chance that at least one of ``k`` independent
                     pulls succeeds
 distinct@k          ``sum_y 1 - (1 - pi(y) s(y))^k``: the expected number of distinct arms that succeed at
@@ -51,6 +54,8 @@ class PolicyMetrics:
     def __call__(self, log_pi: Tensor) -> dict[str, Tensor]:
         pi = log_pi.exp()
         t = self.log_target
+        mode_mass = pi @ self.membership.T  # (S, K)
+        split = mode_mass / mode_mass.sum(-1, keepdim=True)
         out = {
             "expected_reward": pi @ self.rewards,
             "entropy": -(pi * log_pi).sum(-1),
@@ -58,7 +63,8 @@ class PolicyMetrics:
             "tv_to_target": DIVERGENCES["tv"].divergence(log_pi, t.expand_as(log_pi)),
             "kl_to_target": DIVERGENCES["kl"].divergence(log_pi, t.expand_as(log_pi)),
             "top_arm_mass": pi.max(-1).values,
-            "mode_coverage": (pi @ self.membership.T >= 0.5 * self.target_mode_mass).sum(-1).to(pi.dtype),
+            "mode_coverage": (mode_mass >= 0.5 * self.target_mode_mass).sum(-1).to(pi.dtype),
+            "effective_modes": torch.exp(-torch.special.xlogy(split, split).sum(-1)),
         }
         p_success = pi @ self.success
         pulled_success = pi * self.success
