@@ -11,8 +11,10 @@ import numpy as np
 from ladsim.theory.b1 import check_b1
 from ladsim.theory.common import CheckResult, single_threaded
 from ladsim.theory.entropy_covariance import check_entropy_covariance
+from ladsim.theory.flowrl_fixed_point import check_flowrl_fixed_point
 from ladsim.theory.gradient import check_gradient, check_linear_term
 from ladsim.theory.kl_estimators import check_kl_estimators
+from ladsim.theory.kl_penalty import check_kl_penalty_fixed_points
 from ladsim.theory.lemma31 import check_lemma31, check_trpo_direction
 from ladsim.theory.lemma32 import check_general_form, check_lemma32, check_tv
 
@@ -34,6 +36,9 @@ PLAN: list[tuple[str, Callable[..., CheckResult], dict, dict]] = [
     ("kl_estimators", check_kl_estimators, {"n_samples": 10**6}, {"n_samples": 10**7}),
     ("entropy_covariance", check_entropy_covariance,
      {"n_instances": 8, "steps": np.logspace(-4, -1, 4), "n_boot": 500}, {"n_instances": 40}),
+    ("kl_penalty_fixed_points", check_kl_penalty_fixed_points, {"n_identity": 10, "n_train": 2},
+     {"n_identity": 50, "n_train": 8}),
+    ("flowrl_fixed_point", check_flowrl_fixed_point, {"n_instances": 3}, {"n_instances": 12}),
 ]
 NAMES = [p[0] for p in PLAN]
 
