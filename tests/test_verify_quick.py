@@ -37,3 +37,16 @@ def test_cli_unknown_check_is_a_one_line_error():
                           timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown check 'nope'")
+
+
+def test_cli_only_selects_the_facts_checks_and_json_has_the_kl_table(tmp_path):
+    exe = Path(sys.executable).with_name("ladsim")
+    out = tmp_path / "verify.json"
+    proc = subprocess.run([str(exe), "verify", "--quick", "--json", str(out), "--only", "kl_estimators",
+                           "--only", "entropy_covariance"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checks = {c["name"]: c for c in json.loads(out.read_text())["checks"]}
+    assert set(checks) == {"kl_estimators", "entropy_covariance"}
+    rows = checks["kl_estimators"]["table"]
+    assert {(r["mu"], r["estimator"]) for r in rows} == {(mu, k) for mu in (0.1, 1.0) for k in ("k1", "k2", "k3")}
+    assert all({"true_kl", "bias_over_kl", "std_over_kl"} <= set(r) for r in rows)
