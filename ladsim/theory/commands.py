@@ -20,7 +20,9 @@ def verify(
         help="Markdown report path (default: docs/theory-report.md in full mode, none in quick mode)."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only these checks (repeatable)."),
 ) -> None:
-    """Verify Lemma 3.1, Lemma 3.2, the LAD gradient and Theorem B.1 numerically (docs/theory.md)."""
+    """Verify Lemma 3.1, Lemma 3.2, the LAD gradient, Theorem B.1 and the facts about the objectives LAD is
+    compared with (KL estimators, entropy mechanism, KL-penalty and FlowRL fixed points) numerically
+    (docs/theory.md)."""
     from ladsim.theory.report import NAMES, format_markdown, format_table, run_checks, to_json
 
     if only:

@@ -198,4 +198,54 @@ def format_markdown(results: list[CheckResult], seed: int, quick: bool, seconds:
         lines += ["", "| delta | median relative gradient error |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in d["median_error_by_delta"].items()]
         lines.append("")
+    if "kl_estimators" in by:
+        d = by["kl_estimators"].details
+        lines += ["## KL estimators k1, k2, k3 (theory.md section 5)", "",
+                  f"- {d['n_samples']:.0e} samples of q = N(0, 1) per mu, p = N(mu, 1); worst z-score of a measured "
+                  f"mean or std against its closed form: {_fmt(by['kl_estimators'].worst_error)} (tolerance "
+                  f"{_fmt(by['kl_estimators'].tolerance)}).", "",
+                  "| mu | KL | estimator | bias/KL | derived | std/KL | derived |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['mu']:g} | {r['true_kl']:.3g} | {r['estimator']} | {r['bias_over_kl']:.4f} | "
+                  f"{r.get('bias_over_kl_derived', float('nan')):.4f} | {r['std_over_kl']:.4f} | "
+                  f"{r.get('std_over_kl_derived', float('nan')):.4f} |" for r in d["table"]]
+        lines.append("")
+    if "entropy_covariance" in by:
+        d = by["entropy_covariance"].details
+        lines += ["## Entropy change of a softmax logit step (theory.md section 6)", "",
+                  f"- fitted slope of |H(theta + s d) - H(theta) + s Cov_pi(log pi, d)| against s over "
+                  f"{_fmt(d['steps'][0])}..{_fmt(d['steps'][-1])}: **{d['slope']:.4f}**, 95% bootstrap interval "
+                  f"[{d['ci95'][0]:.4f}, {d['ci95'][1]:.4f}] (derived: 2); per-instance slopes "
+                  f"{d['per_instance_slope_range'][0]:.3f}..{d['per_instance_slope_range'][1]:.3f}; directions "
+                  f"{d['directions']}.",
+                  f"- worst |residual/s^2 - d^T Hess H d / 2| at the smallest s: {_fmt(d['worst_prefactor_abs_error'])}"
+                  f" (tolerance {_fmt(d['prefactor_atol'])}).", ""]
+    if "kl_penalty_fixed_points" in by:
+        d = by["kl_penalty_fixed_points"].details
+        lines += ["## GRPO + beta k, on-policy (theory.md section 7)", "",
+                  "- expected-gradient identities through the registry's KLPenalty, worst relative error: "
+                  + ", ".join(f"{k} {_fmt(v)}" for k, v in d["identity_worst_by_estimator"].items()) + ".",
+                  f"- the project's loss at the closed-form fixed points: worst relative gradient "
+                  f"{_fmt(d['stationarity_worst'])}; trainer ({d['steps']} SGD steps, lr {d['lr']:g}, {d['seeds']} "
+                  f"random starts each): worst distance {_fmt(d['trained_distance_worst'])} (tolerance "
+                  f"{_fmt(d['distance_tol'])}); the k2 and k3 fixed points differ by at least "
+                  f"{_fmt(d['min_separation_k2_vs_k3_fixed_points'])}.", "",
+                  "| bandit | arms | beta | estimator | stationarity | trained distance |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['instance']} | {r['n']} | {r['beta']:g} | {r['estimator']} | {_fmt(r['stationarity'])} | "
+                  f"{_fmt(r['distance'])} |" for r in d["train"]]
+        lines += ["", "| bandit | k1 vs plain GRPO | smallest top-arm mass | k2 fixed point's top mass |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['instance']} | {_fmt(r['max_abs_k1_minus_plain'])} | {r['top_arm_mass_min']:.4f} | "
+                  f"{r['k2_fixed_point_top_mass']:.4f} |" for r in d["k1"]]
+        lines.append("")
+    if "flowrl_fixed_point" in by:
+        d = by["flowrl_fixed_point"].details
+        lines += ["## FlowRL's fixed point (theory.md section 8)", "",
+                  f"- registered objective `{d['objective']}`, {d['steps']} SGD steps at lr {d['lr']:g}; trainer with "
+                  f"{d['seeds']} random starts, direct loop from pi_old.", "",
+                  "| bandit | arms | beta | log Z* | LAD target | trainer | direct | log Z error |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['instance']} | {r['n']} | {r['beta']:g} | {r['log_z']:.4f} | "
+                  f"{_fmt(r['lad_target_vs_closed_form'])} | {_fmt(r['trainer_vs_closed_form'])} | "
+                  f"{_fmt(r['direct_vs_closed_form'])} | {_fmt(r['log_z_error'])} |" for r in d["rows"]]
+        lines.append("")
     return "\n".join(lines) + "\n"
