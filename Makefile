@@ -5,7 +5,15 @@ BIN := $(VENV)/bin
 # torch's CPU wheel first when no NVIDIA GPU is present, so pip never fetches a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: install test lint bench figures verify clean
+# The trainer integrations each get their own environment (verl and TRL pin different transformers).
+# verl installs with --no-deps plus what its loss path imports (its full requirements pull GPU stacks).
+VERL_VENV ?= .venv-verl
+TRL_VENV ?= .venv-trl
+VERL_DEPS := codetiming "tensordict>=0.8.0,<=0.10.0,!=0.9.0" hydra-core ray "transformers>=5.5.3,<5.11,!=5.6.0" datasets
+CPU_TORCH_FIRST = if command -v nvidia-smi >/dev/null 2>&1; then echo "GPU found: torch from pyproject"; \
+	else $(1)/bin/pip install -q "$(TORCH_CPU)" || echo "local CPU wheel $(TORCH_CPU) not found"; fi
+
+.PHONY: install test lint bench figures verify clean env-verl env-trl test-verl test-trl
 
 install: $(BIN)/ladsim
 
@@ -33,5 +41,31 @@ figures: install
 verify: install
 	$(BIN)/ladsim verify
 
+env-verl: $(VERL_VENV)/.built
+
+$(VERL_VENV)/.built: pyproject.toml Makefile
+	$(PY) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install -q --upgrade pip
+	@$(call CPU_TORCH_FIRST,$(VERL_VENV))
+	$(VERL_VENV)/bin/pip install -q --no-deps "verl==0.9.1"
+	$(VERL_VENV)/bin/pip install -q $(VERL_DEPS) "pytest>=7.4"
+	$(VERL_VENV)/bin/pip install -q -e .
+	@touch $@
+
+env-trl: $(TRL_VENV)/.built
+
+$(TRL_VENV)/.built: pyproject.toml Makefile
+	$(PY) -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/pip install -q --upgrade pip
+	@$(call CPU_TORCH_FIRST,$(TRL_VENV))
+	$(TRL_VENV)/bin/pip install -q -e ".[trl]" "pytest>=7.4"
+	@touch $@
+
+test-verl: env-verl
+	$(VERL_VENV)/bin/python -m pytest tests/integration/verl
+
+test-trl: env-trl
+	$(TRL_VENV)/bin/python -m pytest tests/integration/trl
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis runs
+	rm -rf $(VENV) $(VERL_VENV) $(TRL_VENV) .pytest_cache .hypothesis runs

@@ -1,9 +1,10 @@
-"""Token-level LAD/GRPO: aggregation modes by hand, agreement with the shared core, the verl adapter, errors."""
+"""Token-level LAD/GRPO: aggregation modes by hand, agreement with the shared core, errors.
+
+(The verl adapter lives in ladsim.integrations.verl and is tested against verl itself: tests/integration/verl.)"""
 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,8 +16,6 @@ from ladsim.llm.token_loss import (
     agg_weights,
     grpo_token_loss,
     lad_token_loss,
-    make_verl_policy_loss,
-    verl_lad_policy_loss,
 )
 from ladsim.losses import lad_loss
 
@@ -163,36 +162,6 @@ def test_grpo_sequence_ratio_clips_the_response_ratio():
     got = grpo_token_loss(lp, torch.zeros_like(lp), torch.tensor([2.0], dtype=torch.float64),
                           torch.ones(1, 2), ratio="sequence")
     assert got.item() == pytest.approx(-1.2 * 2.0, rel=1e-12)
-
-
-# --- verl adapter --------------------------------------------------------------------------------------
-
-def test_verl_adapter_matches_and_reads_config():
-    lp, old, adv, mask = _batch(dtype=torch.float32)
-    lp = lp.requires_grad_()
-    cfgs = [{"lad_eta": 2.0, "lad_divergence": "hd"},
-            SimpleNamespace(policy_loss=SimpleNamespace(lad_eta=2.0, lad_divergence="hd"))]
-    ref = lad_token_loss(lp, old, adv, mask, eta=2.0, div="hd", loss_agg_mode="seq-mean-token-mean")
-    for cfg in cfgs:
-        out = verl_lad_policy_loss(old, lp, adv, mask, "seq-mean-token-mean", cfg)
-        assert len(out) == 4
-        loss, clipfrac, approx_kl, clipfrac_lower = out
-        torch.testing.assert_close(loss, ref)
-        assert clipfrac.item() == 0.0 and clipfrac_lower.item() == 0.0
-        expected_kl = ((old - lp.detach())[mask]).mean()
-        torch.testing.assert_close(approx_kl, expected_kl)
-    loss.backward()
-    assert lp.grad is not None and bool(torch.isfinite(lp.grad).all())
-
-
-def test_verl_adapter_fused_and_sequence_options():
-    lp, old, adv, mask = _batch()
-    fn = make_verl_policy_loss(eta=0.5, div="js", fused=True)
-    torch.testing.assert_close(fn(old, lp, adv, mask, "token-mean", None)[0],
-                               lad_token_loss(lp, old, adv, mask, eta=0.5, div="js"))
-    seq = fn(old, lp, adv, mask, "token-mean", {"lad_ratio": "sequence"})[0]
-    torch.testing.assert_close(seq, lad_token_loss(lp, old, adv, mask, eta=0.5, div="js", ratio="sequence"))
-    assert not torch.allclose(seq, fn(old, lp, adv, mask, "token-mean", None)[0])
 
 
 # --- errors ----------------------------------------------------------------------------------------------

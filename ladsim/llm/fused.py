@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import DIVERGENCES, Divergence, get_divergence
-from ladsim.llm.token_loss import _bool_mask, _expand_adv, agg_weights, check_token_inputs
+from ladsim.llm.token_loss import bool_mask, expand_advantages, agg_weights, check_token_inputs
 from ladsim.losses import _check_eta
 
 ValueAndGrad = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
@@ -138,8 +138,8 @@ def fused_lad_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, r
     check_token_inputs(log_prob, old_log_prob, advantages, response_mask, loss_agg_mode)
     _check_eta(eta)
     d = get_divergence(div)
-    keep = _bool_mask(response_mask)
+    keep = bool_mask(response_mask)
     dt = torch.float64 if log_prob.dtype == torch.float64 else torch.float32
     weights = agg_weights(response_mask, loss_agg_mode, norm_length, dt)
-    adv = _expand_adv(advantages, log_prob.shape)
+    adv = expand_advantages(advantages, log_prob.shape)
     return FusedLAD.apply(log_prob, old_log_prob, adv, weights, keep, float(eta), d, bool(compile))

@@ -26,8 +26,8 @@ from ladsim.divergences import Divergence, get_divergence
 from ladsim.llm.fused import value_and_grad_fn
 from ladsim.llm.token_loss import (
     _FLOAT_DTYPES,
-    _bool_mask,
-    _expand_adv,
+    bool_mask,
+    expand_advantages,
     agg_weights,
     check_token_inputs,
     lad_token_loss,
@@ -240,8 +240,8 @@ def fused_linear_lad_loss(hidden: Tensor, weight: Tensor, targets: Tensor, old_l
     d = get_divergence(div)
     w_agg = agg_weights(response_mask, loss_agg_mode, norm_length, _compute_dtype(hidden, weight, old_log_prob))
     w_agg = w_agg.reshape(-1)
-    keep = _bool_mask(response_mask).reshape(-1)
-    adv = _expand_adv(advantages, old_log_prob.shape).reshape(-1)
+    keep = bool_mask(response_mask).reshape(-1)
+    adv = expand_advantages(advantages, old_log_prob.shape).reshape(-1)
     h = hidden.reshape(-1, hidden.shape[-1])
     chunk = chunk_size or auto_chunk_size(weight.shape[0], h.shape[0])
     return _FusedLinearLAD.apply(h, weight, targets.reshape(-1).long(), old_log_prob.reshape(-1), adv, w_agg, keep,

@@ -35,25 +35,28 @@ from ladsim.divergences import Divergence, get_divergence
 from ladsim.losses import _check_eta, grpo_terms, lad_terms
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+AGG_MODES = LOSS_AGG_MODES + ("token-sum",)  # verl's fifth mode: ``sum m l`` (aggregation only)
 RATIO_KINDS = ("token", "sequence")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # --- validation -------------------------------------------------------------------------------------
 
-def _check_float(name: str, x: Any) -> None:
+def check_float(name: str, x: Any) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``x`` is a float16/bfloat16/float32/float64 tensor."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")  # noqa: TRY004
     if x.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
 
 
+
 def check_token_inputs(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, response_mask: Tensor,
                        loss_agg_mode: str = "token-mean") -> None:
     """Raise ``ValueError`` (one line) unless the inputs have the shapes and dtypes described in the module."""
-    _check_float("log_prob", log_prob)
-    _check_float("old_log_prob", old_log_prob)
-    _check_float("advantages", advantages)
+    check_float("log_prob", log_prob)
+    check_float("old_log_prob", old_log_prob)
+    check_float("advantages", advantages)
     if not isinstance(response_mask, Tensor):
         raise ValueError(  # noqa: TRY004 - the API promises ValueError
             f"response_mask must be a torch.Tensor, got {type(response_mask).__name__}")
@@ -74,84 +77,127 @@ def check_token_inputs(log_prob: Tensor, old_log_prob: Tensor, advantages: Tenso
         raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(LOSS_AGG_MODES)}")
 
 
-def _bool_mask(response_mask: Tensor) -> Tensor:
+def bool_mask(response_mask: Tensor) -> Tensor:
+    """The response mask as bool (``!= 0`` for 0/1 masks)."""
     return response_mask if response_mask.dtype == torch.bool else response_mask != 0
 
 
-def _expand_adv(advantages: Tensor, shape: torch.Size) -> Tensor:
+def expand_advantages(advantages: Tensor, shape: torch.Size) -> Tensor:
+    """``(B,)`` outcome advantages broadcast to ``(B, T)``; ``(B, T)`` ones unchanged."""
     return advantages[:, None].expand(shape) if advantages.dim() == 1 else advantages
+
 
 
 # --- aggregation ------------------------------------------------------------------------------------
 
+EMPTY_ROWS = ("exclude", "include")
+
+
+def _check_count(name: str, value: Any) -> float:
+    if isinstance(value, Tensor):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
 def agg_weights(response_mask: Tensor, loss_agg_mode: str = "token-mean",
-                norm_length: float | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+                norm_length: float | None = None, dtype: torch.dtype = torch.float32, *,
+                n_tokens: float | None = None, n_seqs: float | None = None, empty_rows: str = "exclude",
+                scale: float = 1.0) -> Tensor:
     """Per-token weights ``w (B, T)`` (``dtype``, 0 where masked) with ``loss = sum_{b,t} w * l``.
 
     Every mode of the module docstring is linear in the per-token losses, so one weight tensor describes it;
     the fused paths use these weights directly. ``norm_length`` is used by ``seq-mean-token-sum-norm`` only.
+    ``token-sum`` (verl) is ``sum m l``.
+
+    Global normalizers (the conventions a trainer needs when one loss is split into micro-batches whose
+    gradients are summed; all default to this batch alone):
+
+    * ``n_tokens``: the ``token-mean`` denominator (default ``sum m``): verl's ``batch_num_tokens``, TRL's
+      ``dapo`` token count of the accumulation window;
+    * ``n_seqs``: the sequence-mean denominator (default: the number of responses counted by ``empty_rows``):
+      verl's ``global_batch_size``;
+    * ``empty_rows``: ``"exclude"`` (default) leaves fully masked rows out of the local sequence count;
+      ``"include"`` counts every row (TRL divides by the batch size ``B``);
+    * ``scale``: a final factor (verl's ``dp_size``: data-parallel ranks average gradients).
     """
-    if loss_agg_mode not in LOSS_AGG_MODES:
-        raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(LOSS_AGG_MODES)}")
+    if loss_agg_mode not in AGG_MODES:
+        raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(AGG_MODES)}")
     if response_mask.dim() != 2:
         raise ValueError(f"response_mask must be (batch, response_length), got {tuple(response_mask.shape)}")
-    m = _bool_mask(response_mask).to(dtype)
+    if empty_rows not in EMPTY_ROWS:
+        raise ValueError(f"empty_rows must be one of {', '.join(EMPTY_ROWS)}, got {empty_rows!r}")
+    scale = _check_count("scale", scale)
+    m = bool_mask(response_mask).to(dtype)
+    if loss_agg_mode == "token-sum":
+        return m * scale
     if loss_agg_mode == "token-mean":
-        return m / m.sum().clamp(min=1.0)
+        denom = m.sum().clamp(min=1.0) if n_tokens is None else _check_count("n_tokens", n_tokens)
+        return m * (scale / denom)
     lengths = m.sum(-1, keepdim=True)
-    n_seq = (lengths > 0).sum().clamp(min=1).to(dtype)
+    if n_seqs is not None:
+        seqs = _check_count("n_seqs", n_seqs)
+    elif empty_rows == "include":
+        seqs = float(response_mask.shape[0])
+    else:
+        seqs = (lengths > 0).sum().clamp(min=1).to(dtype)
     if loss_agg_mode == "seq-mean-token-sum":
-        return m / n_seq
+        return m * (scale / seqs)
     if loss_agg_mode == "seq-mean-token-mean":
-        return m / lengths.clamp(min=1.0) / n_seq
+        return m / lengths.clamp(min=1.0) * (scale / seqs)
     norm = float(response_mask.shape[-1] if norm_length is None else norm_length)
     if not norm > 0:
         raise ValueError(f"norm_length must be > 0, got {norm_length!r}")
-    return m / (n_seq * norm)
+    return m * (scale / (seqs * norm))
 
 
 def agg_loss(loss_mat: Tensor, response_mask: Tensor, loss_agg_mode: str = "token-mean",
-             norm_length: float | None = None) -> Tensor:
+             norm_length: float | None = None, *, n_tokens: float | None = None, n_seqs: float | None = None,
+             empty_rows: str = "exclude", scale: float = 1.0) -> Tensor:
     """Aggregate a per-token loss matrix ``(B, T)`` to a scalar by ``loss_agg_mode`` (float32 or wider).
 
     Masked entries are replaced by 0 before weighting, so padding holding ``inf``/``nan`` is harmless.
+    ``n_tokens``, ``n_seqs``, ``empty_rows``, ``scale``: the global normalizers of :func:`agg_weights`.
     """
     if tuple(loss_mat.shape) != tuple(response_mask.shape):
         raise ValueError(f"loss_mat shape {tuple(loss_mat.shape)} != response_mask shape "
                          f"{tuple(response_mask.shape)}")
-    keep = _bool_mask(response_mask)
+    keep = bool_mask(response_mask)
     dtype = torch.promote_types(loss_mat.dtype, torch.float32)
-    w = agg_weights(response_mask, loss_agg_mode, norm_length, dtype)
+    w = agg_weights(response_mask, loss_agg_mode, norm_length, dtype, n_tokens=n_tokens, n_seqs=n_seqs,
+                    empty_rows=empty_rows, scale=scale)
     lm = torch.where(keep, loss_mat.to(dtype), torch.zeros((), dtype=dtype, device=loss_mat.device))
     return (lm * w).sum()
 
 
-def _sanitize(x: Tensor, keep: Tensor) -> Tensor:
+def zero_masked(x: Tensor, keep: Tensor) -> Tensor:
     """Zero masked entries (through ``where``, so no gradient or NaN leaks from padding)."""
     return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+
 def sequence_log_ratio(log_prob: Tensor, old_log_prob: Tensor, response_mask: Tensor) -> tuple[Tensor, Tensor]:
     """``(sum_t m logp_t, sum_t m logp_old_t)``, each ``(B,)`` float32 or wider: log pi(y|x), log pi_old(y|x)."""
-    keep = _bool_mask(response_mask)
+    keep = bool_mask(response_mask)
     dt = torch.promote_types(log_prob.dtype, torch.float32)
-    return (_sanitize(log_prob.to(dt), keep).sum(-1),
-            _sanitize(old_log_prob.to(torch.promote_types(old_log_prob.dtype, torch.float32)), keep).sum(-1))
+    return (zero_masked(log_prob.to(dt), keep).sum(-1),
+            zero_masked(old_log_prob.to(torch.promote_types(old_log_prob.dtype, torch.float32)), keep).sum(-1))
 
 
 def sequence_advantages(advantages: Tensor, response_mask: Tensor) -> Tensor:
     """One advantage per response ``(B,)``: ``advantages`` itself if ``(B,)``, else its masked token mean."""
     if advantages.dim() == 1:
         return advantages.to(torch.promote_types(advantages.dtype, torch.float32))
-    keep = _bool_mask(response_mask)
-    a = _sanitize(advantages.to(torch.promote_types(advantages.dtype, torch.float32)), keep)
+    keep = bool_mask(response_mask)
+    a = zero_masked(advantages.to(torch.promote_types(advantages.dtype, torch.float32)), keep)
     return a.sum(-1) / keep.sum(-1).clamp(min=1).to(a.dtype)
 
 
 def _sequence_aggregate(seq_terms: Tensor, response_mask: Tensor, loss_agg_mode: str,
                         norm_length: float | None) -> Tensor:
     """One term per response: the mean over non-empty responses (``/ norm_length`` for the ``-norm`` mode)."""
-    nonempty = _bool_mask(response_mask).any(-1, keepdim=True)
+    nonempty = bool_mask(response_mask).any(-1, keepdim=True)
     mode = "seq-mean-token-sum-norm" if loss_agg_mode == "seq-mean-token-sum-norm" else "seq-mean-token-sum"
     norm = response_mask.shape[-1] if norm_length is None else norm_length
     return agg_loss(seq_terms[:, None], nonempty, mode, norm)
@@ -163,11 +209,11 @@ def lad_token_terms(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, 
                     eta: float, div: str | Divergence = "js") -> Tensor:
     """Per-token practical LAD summands ``exp(u) f(r exp(-u))`` ``(B, T)`` (0 where masked), via the core."""
     check_token_inputs(log_prob, old_log_prob, advantages, response_mask)
-    keep = _bool_mask(response_mask)
-    adv = _expand_adv(advantages, log_prob.shape)
-    terms = lad_terms(_sanitize(log_prob, keep), _sanitize(old_log_prob, keep), _sanitize(adv, keep),
+    keep = bool_mask(response_mask)
+    adv = expand_advantages(advantages, log_prob.shape)
+    terms = lad_terms(zero_masked(log_prob, keep), zero_masked(old_log_prob, keep), zero_masked(adv, keep),
                       eta=eta, div=div)
-    return _sanitize(terms, keep)
+    return zero_masked(terms, keep)
 
 
 def lad_token_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, response_mask: Tensor, *,
@@ -204,15 +250,15 @@ def grpo_token_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, 
     """
     check_token_inputs(log_prob, old_log_prob, advantages, response_mask, loss_agg_mode)
     if ref_log_prob is not None:
-        _check_float("ref_log_prob", ref_log_prob)
+        check_float("ref_log_prob", ref_log_prob)
         if tuple(ref_log_prob.shape) != tuple(log_prob.shape):
             raise ValueError(f"ref_log_prob shape {tuple(ref_log_prob.shape)} != log_prob shape "
                              f"{tuple(log_prob.shape)}")
-    keep = _bool_mask(response_mask)
+    keep = bool_mask(response_mask)
     if ratio == "token":
-        ref = None if ref_log_prob is None else _sanitize(ref_log_prob, keep)
-        terms = grpo_terms(_sanitize(log_prob, keep), _sanitize(old_log_prob, keep),
-                           _sanitize(_expand_adv(advantages, log_prob.shape), keep), eps_low=eps_low,
+        ref = None if ref_log_prob is None else zero_masked(ref_log_prob, keep)
+        terms = grpo_terms(zero_masked(log_prob, keep), zero_masked(old_log_prob, keep),
+                           zero_masked(expand_advantages(advantages, log_prob.shape), keep), eps_low=eps_low,
                            eps_high=eps_high, beta=beta, logp_ref=ref)
         return agg_loss(terms, response_mask, loss_agg_mode, norm_length)
     if ratio == "sequence":
@@ -222,63 +268,3 @@ def grpo_token_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, 
                                eps_high=eps_high, beta=beta, logp_ref=ref)
         return _sequence_aggregate(seq_terms, response_mask, loss_agg_mode, norm_length)
     raise ValueError(f"unknown ratio {ratio!r}; choose one of: {', '.join(RATIO_KINDS)}")
-
-
-# --- verl's policy-loss signature -------------------------------------------------------------------
-
-def _cfg_get(config: Any, key: str, default: Any) -> Any:
-    """Look ``key`` up in ``config.policy_loss`` then ``config`` (attributes or mapping keys)."""
-    for scope in (getattr(config, "policy_loss", None) if config is not None else None, config):
-        if scope is None:
-            continue
-        if isinstance(scope, dict):
-            if key in scope:
-                return scope[key]
-        else:
-            val = getattr(scope, key, None)
-            if val is None and hasattr(scope, "get"):
-                try:
-                    val = scope.get(key)
-                except Exception:  # noqa: BLE001 - any mapping-like object without this key
-                    val = None
-            if val is not None:
-                return val
-    return default
-
-
-def make_verl_policy_loss(eta: float = 1.0, div: str = "js", ratio: str = "token", fused: bool = False):
-    """A policy loss with verl's signature, with LAD's settings fixed here unless the config overrides them.
-
-    The returned function is
-    ``(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None)
-    -> (loss, clipfrac, approx_kl, clipfrac_lower)``. Config keys (looked up in ``config.policy_loss`` then
-    ``config``): ``lad_eta``, ``lad_divergence``, ``lad_ratio`` (``token``/``sequence``), ``lad_fused``.
-    LAD clips nothing, so ``clipfrac`` and ``clipfrac_lower`` are 0; ``approx_kl`` is the masked token mean of
-    ``old_log_prob - log_prob`` (detached), the quantity verl logs as ``ppo_kl``.
-    """
-    def lad_policy_loss(old_log_prob: Tensor, log_prob: Tensor, advantages: Tensor, response_mask: Tensor,
-                        loss_agg_mode: str = "token-mean", config: Any = None, **_: Any):
-        e = float(_cfg_get(config, "lad_eta", eta))
-        d = str(_cfg_get(config, "lad_divergence", div))
-        r = str(_cfg_get(config, "lad_ratio", ratio))
-        use_fused = bool(_cfg_get(config, "lad_fused", fused))
-        if use_fused and r == "token":
-            from ladsim.llm.fused import fused_lad_loss
-            loss = fused_lad_loss(log_prob, old_log_prob, advantages, response_mask, eta=e, div=d,
-                                  loss_agg_mode=loss_agg_mode)
-        else:
-            loss = lad_token_loss(log_prob, old_log_prob, advantages, response_mask, eta=e, div=d,
-                                  loss_agg_mode=loss_agg_mode, ratio=r)
-        with torch.no_grad():
-            keep = _bool_mask(response_mask)
-            diff = _sanitize(old_log_prob.float() - log_prob.float(), keep)
-            approx_kl = diff.sum() / keep.sum().clamp(min=1)
-            zero = torch.zeros((), device=log_prob.device)
-        return loss, zero, approx_kl, zero.clone()
-
-    lad_policy_loss.__doc__ = make_verl_policy_loss.__doc__
-    return lad_policy_loss
-
-
-verl_lad_policy_loss = make_verl_policy_loss()
-"""LAD with verl's policy-loss signature; defaults eta=1, JS, token ratios (override via the config keys)."""

@@ -1,0 +1,197 @@
+"""ladsim's objectives as verl 0.9.1 policy losses. Importing this module registers them with verl.
+
+Registered names: ``ladsim-<objective>`` (``ladsim-lad``, ``ladsim-grpo``, ...), for every objective that runs on
+token batches (:func:`ladsim.llm.objective_loss.token_objectives`). verl calls a policy loss from
+``verl/workers/utils/losses.py::ppo_loss`` as
+
+    pg_loss, pg_metrics = policy_loss_fn(old_log_prob=..., log_prob=..., advantages=..., response_mask=...,
+                                         loss_agg_mode=..., config=<ActorConfig>, rollout_is_weights=...)
+
+with ``(B, T)`` tensors; :func:`make_policy_loss` builds such a function. Argument order: verl's
+``(old_log_prob, log_prob, ...)`` exists only here; everything behind it is ladsim's ``(logp, logp_old, ...)``.
+
+How it reaches verl's workers, and where its parameters live. verl's ``PolicyLossConfig`` is a closed dataclass
+(``loss_mode``, ``clip_cov_*``, ``kl_cov_ratio``, ``ppo_kl_coef``, ``dro_beta``, ``rollout_correction``): a key it
+does not declare is rejected. But every worker builds its actor config with hydra's ``instantiate`` from the
+``_target_`` of each node (``verl/workers/engine_workers.py``: ``omega_conf_to_dataclass(self.config.actor)``),
+so pointing ``actor_rollout_ref.actor.policy_loss._target_`` at :class:`PolicyLossConfig` below (verl's class plus
+``params`` and ``ratio``) both imports this module in every worker (registering the losses there) and carries
+the objective's parameters in verl's own config::
+
+    actor_rollout_ref.actor.policy_loss._target_=ladsim.integrations.verl.PolicyLossConfig
+    actor_rollout_ref.actor.policy_loss.loss_mode=ladsim-lad
+    +actor_rollout_ref.actor.policy_loss.params='{eta: 0.5, div: js}'
+
+Parameters are resolved per call, later sources winning: the objective's defaults; for the PPO-clip fields
+``eps_low``/``eps_high`` verl's own ``actor.clip_ratio_low``/``clip_ratio_high`` (so ``ladsim-grpo`` clips like
+verl's ``vanilla``); the keyword arguments given to :func:`make_policy_loss` / :func:`register`; and
+``config.policy_loss.params``.
+
+Normalization follows verl's ``agg_loss`` (``config.global_batch_info``): ``token-mean`` divides by the global
+``batch_num_tokens``, the sequence modes by ``global_batch_size``, ``-norm`` also by ``loss_scale_factor`` (default
+the padded length), and every mode is multiplied by ``dp_size``, so the micro-batch losses of one mini-batch
+add up to the mini-batch loss. Without that information (a direct call) the batch alone is used, empty
+responses excluded, as verl does. ``rollout_is_weights`` multiply each token's loss before aggregation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from verl.trainer.ppo.core_algos import register_policy_loss
+from verl.workers.config import PolicyLossConfig as VerlPolicyLossConfig
+
+from ladsim.llm.objective_loss import (
+    RATIOS,
+    make_token_params,
+    objective_token_loss,
+    token_log_ratio,
+    token_objectives,
+)
+from ladsim.llm.token_loss import AGG_MODES, bool_mask, expand_advantages
+
+PREFIX = "ladsim-"
+PolicyLossFn = Callable[..., tuple[Tensor, dict[str, Any]]]
+
+
+@dataclass
+class PolicyLossConfig(VerlPolicyLossConfig):
+    """verl's ``PolicyLossConfig`` plus ladsim's ``params`` (the objective's parameters) and ``ratio``.
+
+    Named as ``actor_rollout_ref.actor.policy_loss._target_``, hydra instantiates it in every verl worker,
+    which imports this module and so registers the ``ladsim-*`` losses there. A ``ladsim-*`` ``loss_mode`` is
+    checked when the config is built (unknown objective or parameter: ``ValueError`` before training starts).
+    """
+
+    params: dict = field(default_factory=dict)
+    ratio: str = "token"
+
+    def __post_init__(self) -> None:
+        if self.ratio not in RATIOS:
+            raise ValueError(f"policy_loss.ratio must be one of {', '.join(RATIOS)}, got {self.ratio!r}")
+        if str(self.loss_mode).startswith(PREFIX):
+            make_token_params(_objective_of(self.loss_mode), dict(self.params))
+
+
+def _objective_of(loss_mode: str) -> str:
+    name = loss_mode[len(PREFIX):]
+    if name not in token_objectives():
+        raise ValueError(f"unknown ladsim loss_mode {loss_mode!r}; choose from: "
+                         f"{', '.join(PREFIX + n for n in token_objectives())}")
+    return name
+
+
+def _verl_clip_defaults(config: Any) -> dict[str, Any]:
+    """The PPO-clip values verl's ``vanilla`` loss reads from the actor config."""
+    if config is None:
+        return {}
+    clip = getattr(config, "clip_ratio", None)
+    low, high = getattr(config, "clip_ratio_low", None), getattr(config, "clip_ratio_high", None)
+    return {"eps_low": clip if low is None else low, "eps_high": clip if high is None else high}
+
+
+def _resolve_params(objective: str, given: dict[str, Any], config: Any) -> tuple[Any, str | None]:
+    """The parameters (defaults < verl's clip fields < ``given`` < ``config.policy_loss.params``) and ratio."""
+    fields = {f.name for f in dataclasses.fields(make_token_params(objective))}
+    values = {k: v for k, v in _verl_clip_defaults(config).items() if k in fields and v is not None}
+    values.update(given)
+    policy_loss = getattr(config, "policy_loss", None)
+    values.update(dict(getattr(policy_loss, "params", None) or {}))
+    return make_token_params(objective, values), getattr(policy_loss, "ratio", None)
+
+
+def _normalizers(loss_agg_mode: str, info: dict[str, Any]) -> dict[str, Any]:
+    """verl's ``agg_loss`` conventions as :func:`ladsim.llm.token_loss.agg_weights` arguments."""
+    dp_size = info.get("dp_size") or 1
+    dp_size = int(dp_size.item() if isinstance(dp_size, Tensor) else dp_size)
+    out: dict[str, Any] = {"scale": dp_size}
+    if loss_agg_mode == "token-mean":
+        if info.get("batch_num_tokens") is None and dp_size > 1:
+            raise ValueError("global_batch_info.batch_num_tokens is required when dp_size > 1")
+        out["n_tokens"] = info.get("batch_num_tokens")
+    elif loss_agg_mode != "token-sum":
+        if info.get("global_batch_size") is None and dp_size > 1:
+            raise ValueError("global_batch_info.global_batch_size is required when dp_size > 1")
+        out["n_seqs"] = info.get("global_batch_size")
+        out["norm_length"] = info.get("loss_scale_factor")
+    return out
+
+
+def _masked_mean(x: Tensor, keep: Tensor) -> float:
+    return float((torch.where(keep, x, torch.zeros_like(x))).sum() / keep.sum().clamp(min=1))
+
+
+def _metrics(params: Any, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, response_mask: Tensor,
+             ratio: str) -> dict[str, float]:
+    """verl's policy-loss metric keys: ``actor/pg_clipfrac``, ``actor/ppo_kl``, ``actor/pg_clipfrac_lower``.
+
+    ``ppo_kl`` is the masked token mean of ``old_log_prob - log_prob`` (log-ratio clamped to [-20, 20] as verl
+    does); the clip fractions count the tokens whose PPO clip (``eps_low``/``eps_high``, ``clip_ratio_c``) is
+    active, 0 for objectives without one (LAD clips nothing).
+    """
+    with torch.no_grad():
+        keep = bool_mask(response_mask)
+        d = token_log_ratio(log_prob.detach(), old_log_prob, response_mask, "token").clamp(-20.0, 20.0)
+        out = {"actor/pg_clipfrac": 0.0, "actor/ppo_kl": _masked_mean(-d, keep), "actor/pg_clipfrac_lower": 0.0}
+        lo, hi = getattr(params, "eps_low", None), getattr(params, "eps_high", None)
+        if lo is None and hi is None:
+            return out
+        r = torch.exp(token_log_ratio(log_prob.detach(), old_log_prob, response_mask, ratio).clamp(-20.0, 20.0))
+        a = expand_advantages(advantages, log_prob.shape).to(r.dtype)
+        inf = float("inf")
+        clipped = r.clamp(1.0 - (inf if lo is None else lo), 1.0 + (inf if hi is None else hi))
+        loss1, loss2 = -a * r, -a * clipped
+        out["actor/pg_clipfrac"] = _masked_mean((loss2 > loss1).to(r.dtype), keep)
+        c = getattr(params, "clip_ratio_c", None)
+        if c is not None:
+            lower = (torch.maximum(loss1, loss2) > -a * c) & (a < 0)
+            out["actor/pg_clipfrac_lower"] = _masked_mean(lower.to(r.dtype), keep)
+        return out
+
+
+def make_policy_loss(objective: str, *, ratio: str = "token", **params: Any) -> PolicyLossFn:
+    """A verl 0.9.1 policy loss computing ladsim's ``objective`` (module docstring for the conventions).
+
+    Returns ``fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None,
+    rollout_is_weights=None) -> (loss, metrics)``: ``(B, T)`` tensors (``advantages`` also ``(B,)``),
+    ``loss_agg_mode`` any of verl's five, ``config`` verl's ``ActorConfig`` (or ``None``), ``rollout_is_weights``
+    ``(B, T)`` or ``None``; ``metrics`` has verl's keys (:func:`_metrics`). ``params`` are the objective's
+    parameters fixed at registration (checked now: unknown names raise ``ValueError``).
+    """
+    if objective not in token_objectives():
+        raise ValueError(f"unknown objective {objective!r}; choose from: {', '.join(token_objectives())}")
+    if ratio not in RATIOS:
+        raise ValueError(f"unknown ratio {ratio!r}; choose one of: {', '.join(RATIOS)}")
+    make_token_params(objective, params)
+
+    def policy_loss(old_log_prob: Tensor, log_prob: Tensor, advantages: Tensor, response_mask: Tensor,
+                    loss_agg_mode: str = "token-mean", config: Any = None,
+                    rollout_is_weights: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        if loss_agg_mode not in AGG_MODES:
+            raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(AGG_MODES)}")
+        resolved, config_ratio = _resolve_params(objective, params, config)
+        use_ratio = config_ratio or ratio
+        info = dict(getattr(config, "global_batch_info", None) or {})
+        loss = objective_token_loss(objective, log_prob, old_log_prob, advantages, response_mask, params=resolved,
+                                    loss_agg_mode=loss_agg_mode, ratio=use_ratio, token_weights=rollout_is_weights,
+                                    **_normalizers(loss_agg_mode, info))
+        return loss, _metrics(resolved, log_prob, old_log_prob, advantages, response_mask, use_ratio)
+
+    policy_loss.__name__ = f"ladsim_{objective.replace('-', '_')}_policy_loss"
+    policy_loss.__doc__ = f"ladsim's {objective!r} as a verl policy loss (ladsim.integrations.verl)."
+    return policy_loss
+
+
+def register(objective: str, name: str | None = None, *, ratio: str = "token", **params: Any) -> PolicyLossFn:
+    """Register ``make_policy_loss(objective, ratio=ratio, **params)`` with verl as ``name``
+    (default ``ladsim-<objective>``) and return it; a second registration of a name replaces the first."""
+    fn = make_policy_loss(objective, ratio=ratio, **params)
+    return register_policy_loss(name or PREFIX + objective)(fn)
+
+
+for _name in token_objectives():
+    register(_name)
