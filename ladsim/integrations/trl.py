@@ -1,0 +1,187 @@
+"""ladsim's objectives inside TRL 1.16's ``GRPOTrainer``: :class:`LadsimGRPOConfig` and :class:`LadsimGRPOTrainer`.
+
+TRL computes GRPO's loss in ``GRPOTrainer._compute_loss(self, model, inputs)``; :class:`LadsimGRPOTrainer`
+overrides exactly that method and keeps everything else of TRL (generation, rewards, group advantages,
+``old_per_token_logps``, logging). Per micro-batch it
+
+1. computes the completion tokens' log-probs and entropies with TRL's own
+   ``self._get_per_token_logps_and_entropies`` (``(B, T)``);
+2. masks with ``completion_mask * tool_mask`` (tool outputs carry no loss), as TRL does;
+3. evaluates the objective with :func:`ladsim.llm.objective_loss.objective_token_loss`, the per-token weights
+   TRL applies (high-entropy mask, off-policy sequence mask, vLLM importance-sampling ratio) multiplied into each
+   token's term, and TRL's aggregation for ``args.loss_type``:
+
+   ============  =====================================================================================
+   ``grpo``      ``seq-mean-token-mean`` over all ``B`` rows (an empty row counts, as in TRL)
+   ``bnpo``      ``token-mean`` over the micro-batch's tokens
+   ``dr_grpo``   ``seq-mean-token-sum-norm``: ``sum m l / (B * max_completion_length)``
+   ``dapo``      ``token-mean`` over the accumulation window's token count (``num_items_in_batch``)
+   ============  =====================================================================================
+
+4. adds ``beta * k3`` to the reference model, aggregated the same way, when ``beta != 0`` (TRL's KL term,
+   times the importance ratio when ``use_bias_correction_kl``, TRL's default);
+5. divides by ``self.current_gradient_accumulation_steps`` in training (``dapo`` is already normalized by
+   the window's token count), as TRL does; adds the MoE auxiliary loss like TRL;
+6. logs TRL's ``entropy`` (and ``kl``) and ladsim's ``ladsim/loss`` (the micro-batch loss before the
+   accumulation division) and ``ladsim/approx_kl`` (masked mean of ``old_logp - logp``) in TRL's logs.
+
+``importance_sampling_level="sequence"`` uses the length-normalized sequence ratio of TRL (GSPO, ladsim's
+``ratio="sequence-mean"``). TRL features that are losses of their own (``loss_type`` ``cispo``, ``sapo``,
+``luspo``, ``vespo``), ``delta`` two-sided clipping and the entropy bonus
+(``entropy_coef``) are refused with a ``ValueError`` when the trainer is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from trl import GRPOConfig, GRPOTrainer
+
+from ladsim.llm.objective_loss import make_token_params, objective_token_loss, token_log_ratio, token_objectives
+from ladsim.llm.token_loss import agg_loss, bool_mask
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+@dataclass
+class LadsimGRPOConfig(GRPOConfig):
+    """TRL's ``GRPOConfig`` plus the objective ladsim computes and its parameters.
+
+    ``eta`` and ``div`` are LAD's; the PPO-clip ``eps_low``/``eps_high`` of clipped objectives come from TRL's
+    ``epsilon``/``epsilon_high``; any other parameter goes in ``objective_params`` (a dict, or a JSON string
+    from the command line), which also overrides the former.
+    """
+
+    objective: str = field(default="lad", metadata={"help": "ladsim objective: " + ", ".join(token_objectives())})
+    eta: float = field(default=1.0, metadata={"help": "LAD temperature: target pi_old exp(A/eta)/Z"})
+    div: str = field(default="js", metadata={"help": "LAD f-divergence generator (ladsim.divergences)"})
+    objective_params: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "other parameters of the objective, e.g. '{\"eps_low\": 0.1}'"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.objective_params, str):
+            self.objective_params = json.loads(self.objective_params)
+        self.objective_parameters()  # unknown objective or parameter: ValueError now, not mid-training
+
+    def objective_parameters(self) -> Any:
+        """The objective's parameters object (defaults < eta/div/epsilon < ``objective_params``)."""
+        if self.objective not in token_objectives():
+            raise ValueError(f"unknown objective {self.objective!r}; choose from: {', '.join(token_objectives())}")
+        fields = {f.name for f in dataclasses.fields(make_token_params(self.objective))}
+        own = {"eta": (self.eta, 1.0), "div": (self.div, "js")}
+        values: dict[str, Any] = {}
+        for name, (value, default) in own.items():
+            if name in fields:
+                values[name] = value
+            elif value != default:
+                raise ValueError(f"objective {self.objective!r} has no parameter {name!r} (it has: "
+                                 f"{', '.join(sorted(fields)) or 'none'})")
+        if "eps_low" in fields:
+            values["eps_low"] = self.epsilon
+        if "eps_high" in fields:
+            values["eps_high"] = self.epsilon if self.epsilon_high is None else self.epsilon_high
+        values.update(self.objective_params or {})
+        return make_token_params(self.objective, values)
+
+
+class LadsimGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` whose loss is ladsim's objective (module docstring); ``args`` a :class:`LadsimGRPOConfig`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, LadsimGRPOConfig):
+            raise TypeError(f"args must be a LadsimGRPOConfig, got {type(self.args).__name__}")
+        a = self.args
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type {self.loss_type!r} is a loss of its own; with a ladsim objective choose "
+                             f"the aggregation: {', '.join(LOSS_TYPES)}")
+        refused = {"delta": a.delta is not None, "entropy_coef/use_adaptive_entropy": self._entropy_bonus_enabled}
+        for name, on in refused.items():
+            if on:
+                raise ValueError(f"{name} is not supported by LadsimGRPOTrainer (TRL's GRPO-specific option)")
+        self.ladsim_objective = a.objective
+        self.ladsim_params = a.objective_parameters()
+        self.ladsim_ratio = "sequence-mean" if self.importance_sampling_level == "sequence" else "token"
+
+    def _aggregation(self, inputs: dict[str, Any], batch_size: int, train: bool) -> dict[str, Any]:
+        """TRL's normalization for ``self.loss_type`` as :func:`ladsim.llm.token_loss.agg_loss` arguments."""
+        if self.loss_type == "grpo":
+            return {"loss_agg_mode": "seq-mean-token-mean", "empty_rows": "include"}
+        if self.loss_type == "bnpo":
+            return {"loss_agg_mode": "token-mean"}
+        if self.loss_type == "dr_grpo":
+            return {"loss_agg_mode": "seq-mean-token-sum-norm", "norm_length": self.max_completion_length,
+                    "n_seqs": batch_size}
+        tokens = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if train:  # num_items_in_batch counts the whole generation batch; one window is GA / steps_per_generation
+            tokens = tokens * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        return {"loss_agg_mode": "token-mean", "n_tokens": tokens}
+
+    def _token_weights(self, inputs: dict[str, Any], logps: Tensor, old: Tensor, entropies: Tensor,
+                       mask: Tensor, advantages: Tensor) -> Tensor | None:
+        """The per-token multipliers TRL applies to GRPO's per-token loss, or ``None``."""
+        weights = None
+        if self.off_policy_mask_threshold is not None:
+            sampling = inputs.get("sampling_per_token_logps", old)
+            adv = advantages if advantages.dim() == 2 else advantages[:, None]
+            weights = self.get_off_policy_mask(adv, logps, sampling, mask, self.off_policy_mask_threshold)
+        if self.top_entropy_quantile < 1.0:
+            ent = self.get_high_entropy_mask(entropies, mask, 1 - self.top_entropy_quantile)
+            weights = ent if weights is None else weights * ent
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            ratio = inputs["importance_sampling_ratio"]
+            weights = ratio if weights is None else weights * ratio
+        return None if weights is None else torch.broadcast_to(weights, logps.shape).to(logps.dtype)
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> Tensor:
+        prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+        multimodal = {k: inputs.get(k) for k in (
+            "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+            "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")}
+        logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
+            model, torch.cat([prompt_ids, completion_ids], dim=1), torch.cat([prompt_mask, completion_mask], dim=1),
+            completion_ids.size(1), compute_entropy=True, compute_aux_loss=self.aux_loss_enabled, **multimodal)
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old
+        advantages = inputs["advantages"]
+        train = self.model.training
+        mode = "train" if train else "eval"
+
+        agg = self._aggregation(inputs, logps.size(0), train)
+        weights = self._token_weights(inputs, logps, old, entropies, mask, advantages)
+        loss = objective_token_loss(self.ladsim_objective, logps, old, advantages, mask, params=self.ladsim_params,
+                                    ratio=self.ladsim_ratio, token_weights=weights, **agg)
+        keep = bool_mask(mask)
+        if self.beta != 0.0:
+            t = (inputs["ref_per_token_logps"] - logps).float()  # log pi_ref - log pi
+            per_token_kl = torch.expm1(t) - t                   # k3, TRL's KL estimator
+            if self.args.use_bias_correction_kl:  # TRL: times the (differentiable) importance ratio
+                per_token_kl = per_token_kl * torch.exp(token_log_ratio(logps, old, mask, self.ladsim_ratio))
+            mode_arg = agg.pop("loss_agg_mode")
+            loss = loss + self.beta * agg_loss(per_token_kl, mask, mode_arg, **agg)
+            self._metrics[mode]["kl"].append(self._global_masked_mean(per_token_kl, keep))
+        self._metrics[mode]["ladsim/loss"].append(self.accelerator.gather(loss.detach()).mean().item())
+        if self.loss_type != "dapo" and train:
+            loss = loss / self.current_gradient_accumulation_steps
+        if self.aux_loss_enabled:
+            normalizer = self.current_gradient_accumulation_steps if train else 1.0
+            loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
+        self._metrics[mode]["entropy"].append(self._global_masked_mean(entropies, keep))
+        self._metrics[mode]["ladsim/approx_kl"].append(self._global_masked_mean(old - logps.detach(), keep))
+        return loss
+
+    def _global_masked_mean(self, x: Tensor, keep: Tensor) -> float:
+        """Masked token mean over every process (TRL's way of logging token statistics)."""
+        x = x.detach().float()
+        local = torch.stack([torch.where(keep, x, torch.zeros_like(x)).sum(), keep.sum().float()])
+        total = self.accelerator.reduce(local, reduction="sum")
+        return (total[0] / total[1].clamp(min=1.0)).item()

@@ -1,0 +1,171 @@
+"""ladsim's objectives inside TRL 1.16's GRPOTrainer (ladsim.integrations.trl), against the installed TRL.
+
+A tiny random Llama and a word-level tokenizer are built offline (tiny.py). No TRL import is skipped: a missing
+package fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import prompts, reward_yes, tiny_llama, tiny_tokenizer
+from trl import GRPOConfig, GRPOTrainer
+
+from ladsim.integrations.trl import LadsimGRPOConfig, LadsimGRPOTrainer
+
+ROOT = Path(__file__).resolve().parents[3]
+COMMON = dict(per_device_train_batch_size=4, num_generations=4, max_completion_length=6, logging_steps=1,
+              use_cpu=True, bf16=False, report_to="none", save_strategy="no", seed=0)
+
+
+def make_trainer(cls, config_cls, tmp_path, model=None, **kwargs):
+    tok = tiny_tokenizer()
+    args = config_cls(output_dir=str(tmp_path), **{**COMMON, **kwargs})
+    return cls(model=model or tiny_llama(tok), reward_funcs=[reward_yes], args=args, train_dataset=prompts(),
+               processing_class=tok)
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+def test_lad_trains_three_steps_with_gradient_accumulation(tmp_path):
+    trainer = make_trainer(LadsimGRPOTrainer, LadsimGRPOConfig, tmp_path, objective="lad", eta=0.5, div="js",
+                           gradient_accumulation_steps=2, max_steps=3, learning_rate=1e-2, loss_type="grpo")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    calls = []
+    compute = trainer._compute_loss
+
+    def spy(model, inputs):
+        loss = compute(model, inputs)
+        calls.append((loss.item(), trainer._metrics["train"]["ladsim/loss"][-1],
+                      trainer.current_gradient_accumulation_steps))
+        return loss
+
+    trainer._compute_loss = spy
+    trainer.train()
+    steps = [h for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
+    assert len(steps) == 3
+    assert all(math.isfinite(h["loss"]) and math.isfinite(h["ladsim/loss"]) for h in steps)
+    assert all("entropy" in h and "ladsim/approx_kl" in h for h in steps)  # ladsim's metrics in TRL's logs
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert changed, "no parameter changed"
+    assert len(calls) == 6  # 3 optimizer steps x 2 accumulated micro-batches
+    for returned, unscaled, ga in calls:  # the loss handed to backward is the micro-batch loss / GA
+        assert ga == 2
+        assert returned == pytest.approx(unscaled / 2, rel=1e-6)
+
+
+# --- ladsim's GRPO equals TRL's stock loss on the same batch ----------------------------------------------
+
+def make_inputs(trainer, seed=0):
+    """A batch as TRL's _generate_and_score_completions hands it to _compute_loss, with an empty row, a tool
+    mask and old log-probs away from the current ones (so the PPO clip is active)."""
+    g = torch.Generator().manual_seed(seed)
+    b, p, t = 4, 3, 5
+    prompt_ids = torch.randint(3, 13, (b, p), generator=g)
+    completion_ids = torch.randint(3, 13, (b, t), generator=g)
+    completion_mask = (torch.arange(t)[None, :] < torch.tensor([5, 3, 0, 2])[:, None]).long()
+    tool_mask = torch.ones(b, t, dtype=torch.long)
+    tool_mask[0, 1:3] = 0
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([prompt_ids, completion_ids], 1),
+            torch.cat([torch.ones(b, p, dtype=torch.long), completion_mask], 1), t)
+    inputs = {"prompt_ids": prompt_ids, "prompt_mask": torch.ones(b, p, dtype=torch.long),
+              "completion_ids": completion_ids, "completion_mask": completion_mask, "tool_mask": tool_mask,
+              "advantages": torch.randn(b, generator=g),
+              "old_per_token_logps": logps + 0.5 * torch.randn(b, t, generator=g),
+              "ref_per_token_logps": logps + 0.3 * torch.randn(b, t, generator=g),
+              "num_items_in_batch": torch.tensor(40.0)}
+    return inputs
+
+
+def loss_and_grads(trainer, inputs):
+    trainer.model.train()
+    trainer.model.zero_grad()
+    trainer.current_gradient_accumulation_steps = 2
+    loss = trainer._compute_loss(trainer.model, inputs)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+
+# float32; measured differences ~1e-8 absolute (different summation order)
+TOL = {"rtol": 1e-5, "atol": 1e-7}
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_ladsim_grpo_equals_trls_loss(tmp_path, loss_type, level):
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok)
+    opts = dict(loss_type=loss_type, importance_sampling_level=level, epsilon=0.2, epsilon_high=0.28,
+                gradient_accumulation_steps=2)
+    stock = make_trainer(GRPOTrainer, GRPOConfig, tmp_path / "stock", model=copy.deepcopy(model), **opts)
+    ours = make_trainer(LadsimGRPOTrainer, LadsimGRPOConfig, tmp_path / "ours", model=copy.deepcopy(model),
+                        objective="grpo", **opts)
+    inputs = make_inputs(stock)
+    for beta in (0.0, 0.04):  # TRL's KL term (k3, times the ratio: use_bias_correction_kl) rides along
+        stock.beta = ours.beta = beta
+        s_loss, s_grads = loss_and_grads(stock, inputs)
+        o_loss, o_grads = loss_and_grads(ours, inputs)
+        torch.testing.assert_close(o_loss, s_loss, **TOL)
+        for og, sg in zip(o_grads, s_grads, strict=True):
+            torch.testing.assert_close(og, sg, **TOL)
+    assert ours._metrics["train"]["entropy"][-1] == pytest.approx(stock._metrics["train"]["entropy"][-1], rel=1e-6)
+    # the comparison can fail: LAD on the same batch is another loss
+    lad = make_trainer(LadsimGRPOTrainer, LadsimGRPOConfig, tmp_path / "lad", model=copy.deepcopy(model),
+                       objective="lad", **opts)
+    lad.beta = 0.04
+    assert not torch.allclose(loss_and_grads(lad, inputs)[0], s_loss, rtol=1e-3)
+
+
+def test_tool_mask_is_honoured(tmp_path):
+    trainer = make_trainer(LadsimGRPOTrainer, LadsimGRPOConfig, tmp_path, objective="lad", loss_type="bnpo")
+    inputs = make_inputs(trainer)
+    with_tool, _ = loss_and_grads(trainer, inputs)
+    without = dict(inputs)
+    del without["tool_mask"]
+    assert not torch.allclose(with_tool, loss_and_grads(trainer, without)[0], rtol=1e-4)
+
+
+# --- configuration errors ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"objective": "nope"}, "unknown objective"),
+    ({"objective": "grpo", "eta": 0.5}, "has no parameter 'eta'"),
+    ({"objective": "lad", "objective_params": '{"beta": 1}'}, "unknown parameter lad.beta"),
+    ({"objective": "lad", "eta": 0.0}, "eta"),
+])
+def test_config_errors(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LadsimGRPOConfig(output_dir=str(tmp_path), **{**COMMON, **kwargs})
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"loss_type": "sapo"}, "loss of its own"),
+    ({"delta": 2.0}, "delta"),
+    ({"entropy_coef": 0.01}, "entropy_coef"),
+])
+def test_refused_trl_options(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_trainer(LadsimGRPOTrainer, LadsimGRPOConfig, tmp_path, objective="lad", **kwargs)
+
+
+def test_objective_params_json_from_the_command_line(tmp_path):
+    args = LadsimGRPOConfig(output_dir=str(tmp_path), objective="grpo",
+                            objective_params='{"eps_low": 0.1}', **COMMON)
+    assert args.objective_parameters().eps_low == 0.1 and args.objective_parameters().eps_high == 0.2
+
+
+# --- the example -------------------------------------------------------------------------------------------
+
+def test_example_runs_as_written(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "trl_lad.py"), "--output-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "trained 3 steps with LAD" in out.stdout
