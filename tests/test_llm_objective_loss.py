@@ -158,3 +158,45 @@ def test_import_ladsim_imports_no_trainer():
             "or m in ('ladsim.integrations.verl', 'ladsim.integrations.trl')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the registry's objectives on token batches --------------------------------------------------------------
+
+@pytest.mark.parametrize(("objective", "match"), [
+    ("lad-theory", "whole action set"),
+    ("flowrl", "learned log Z"),
+    ("entadv", "needs per-token entropy"),
+])
+def test_objectives_that_cannot_run_on_tokens_say_why(objective, match):
+    lp, old, adv, mask = _batch()
+    with pytest.raises(ValueError, match=match):
+        objective_token_loss(objective, lp, old, adv, mask)
+
+
+def test_token_objectives_lists_the_runnable_ones():
+    from ladsim.llm.objective_loss import token_objectives
+
+    assert set(token_objectives()) == {"grpo", "lad", "entadv", "clip-cov", "kl-cov"}
+    assert "entadv" not in token_objectives(provides=())
+
+
+@pytest.mark.parametrize("objective", ["kl-cov", "clip-cov", "entadv"])
+def test_batch_statistics_are_over_the_valid_tokens(objective):
+    """clip-cov/kl-cov covariances and picks (and entadv's entropy) see exactly the valid tokens, flattened."""
+    from ladsim.objectives import Batch, objective_terms
+
+    lp, old, adv, mask = _batch()
+    ent = torch.rand(lp.shape, generator=torch.Generator().manual_seed(5), dtype=lp.dtype)
+    params = {"ratio": 0.2, "lb": -1.0, "ub": 1.0} if objective == "clip-cov" else (
+        {"ratio": 0.2} if objective == "kl-cov" else None)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    got = objective_token_terms(objective, lp, old, adv, mask, params=params, entropy=ent, generator=g1)
+    a = adv[:, None].expand_as(lp)
+    row = Batch(logp=lp[mask][None], logp_old=old[mask][None], advantages=a[mask][None], entropy=ent[mask][None],
+                generator=g2)
+    from ladsim.objectives import make_params
+    ref = objective_terms(objective, row, make_params(objective, params))[0]
+    torch.testing.assert_close(got[mask], ref, rtol=0, atol=0)
+    assert bool((got[~mask] == 0).all())
+    if objective == "kl-cov":  # the penalty is on: differs from the plain -A r
+        assert not torch.allclose(got[mask], -a[mask] * torch.exp(lp - old)[mask])

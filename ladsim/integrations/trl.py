@@ -42,10 +42,17 @@ import torch
 from torch import Tensor
 from trl import GRPOConfig, GRPOTrainer
 
-from ladsim.llm.objective_loss import make_token_params, objective_token_loss, token_log_ratio, token_objectives
+from ladsim.llm.objective_loss import (
+    check_token_objective,
+    make_token_params,
+    objective_token_loss,
+    token_log_ratio,
+    token_objectives,
+)
 from ladsim.llm.token_loss import agg_loss, bool_mask
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+PROVIDES = ("entropy",)  # TRL computes per-token entropies in _compute_loss
 
 
 @dataclass
@@ -57,7 +64,8 @@ class LadsimGRPOConfig(GRPOConfig):
     from the command line), which also overrides the former.
     """
 
-    objective: str = field(default="lad", metadata={"help": "ladsim objective: " + ", ".join(token_objectives())})
+    objective: str = field(default="lad",
+                           metadata={"help": "ladsim objective: " + ", ".join(token_objectives(PROVIDES))})
     eta: float = field(default=1.0, metadata={"help": "LAD temperature: target pi_old exp(A/eta)/Z"})
     div: str = field(default="js", metadata={"help": "LAD f-divergence generator (ladsim.divergences)"})
     objective_params: dict[str, Any] | str | None = field(
@@ -71,8 +79,7 @@ class LadsimGRPOConfig(GRPOConfig):
 
     def objective_parameters(self) -> Any:
         """The objective's parameters object (defaults < eta/div/epsilon < ``objective_params``)."""
-        if self.objective not in token_objectives():
-            raise ValueError(f"unknown objective {self.objective!r}; choose from: {', '.join(token_objectives())}")
+        check_token_objective(self.objective, PROVIDES)
         fields = {f.name for f in dataclasses.fields(make_token_params(self.objective))}
         own = {"eta": (self.eta, 1.0), "div": (self.div, "js")}
         values: dict[str, Any] = {}
@@ -158,7 +165,7 @@ class LadsimGRPOTrainer(GRPOTrainer):
         agg = self._aggregation(inputs, logps.size(0), train)
         weights = self._token_weights(inputs, logps, old, entropies, mask, advantages)
         loss = objective_token_loss(self.ladsim_objective, logps, old, advantages, mask, params=self.ladsim_params,
-                                    ratio=self.ladsim_ratio, token_weights=weights, **agg)
+                                    ratio=self.ladsim_ratio, token_weights=weights, entropy=entropies, **agg)
         keep = bool_mask(mask)
         if self.beta != 0.0:
             t = (inputs["ref_per_token_logps"] - logps).float()  # log pi_ref - log pi

@@ -1,8 +1,10 @@
 """ladsim's objectives as verl 0.9.1 policy losses. Importing this module registers them with verl.
 
-Registered names: ``ladsim-<objective>`` (``ladsim-lad``, ``ladsim-grpo``, ...), for every objective that runs on
-token batches (:func:`ladsim.llm.objective_loss.token_objectives`). verl calls a policy loss from
-``verl/workers/utils/losses.py::ppo_loss`` as
+Registered names: ``ladsim-<objective>`` (``ladsim-lad``, ``ladsim-grpo``, ``ladsim-clip-cov``, ``ladsim-kl-cov``):
+every objective of the registry that runs on token batches without inputs verl does not give a policy loss
+(:func:`ladsim.llm.objective_loss.token_blocker`): ``lad-theory`` needs the whole action set, ``flowrl`` a learned
+log Z per prompt, ``entadv`` per-token entropies; :func:`make_policy_loss` refuses them with that reason.
+verl calls a policy loss from ``verl/workers/utils/losses.py::ppo_loss`` as
 
     pg_loss, pg_metrics = policy_loss_fn(old_log_prob=..., log_prob=..., advantages=..., response_mask=...,
                                          loss_agg_mode=..., config=<ActorConfig>, rollout_is_weights=...)
@@ -22,10 +24,10 @@ the objective's parameters in verl's own config::
     actor_rollout_ref.actor.policy_loss.loss_mode=ladsim-lad
     +actor_rollout_ref.actor.policy_loss.params='{eta: 0.5, div: js}'
 
-Parameters are resolved per call, later sources winning: the objective's defaults; for the PPO-clip fields
-``eps_low``/``eps_high`` verl's own ``actor.clip_ratio_low``/``clip_ratio_high`` (so ``ladsim-grpo`` clips like
-verl's ``vanilla``); the keyword arguments given to :func:`make_policy_loss` / :func:`register`; and
-``config.policy_loss.params``.
+Parameters are resolved per call, later sources winning: the objective's defaults; the values verl's own
+losses read from the actor config, under ladsim's names (:func:`_verl_defaults`: ``ladsim-grpo`` clips like verl's
+``vanilla``, ``ladsim-kl-cov`` reads ``kl_cov_ratio`` like ``kl_cov``); the keyword arguments given to
+:func:`make_policy_loss` / :func:`register`; and ``config.policy_loss.params``.
 
 Normalization follows verl's ``agg_loss`` (``config.global_batch_info``): ``token-mean`` divides by the global
 ``batch_num_tokens``, the sequence modes by ``global_batch_size``, ``-norm`` also by ``loss_scale_factor`` (default
@@ -47,6 +49,7 @@ from verl.workers.config import PolicyLossConfig as VerlPolicyLossConfig
 
 from ladsim.llm.objective_loss import (
     RATIOS,
+    check_token_objective,
     make_token_params,
     objective_token_loss,
     token_log_ratio,
@@ -55,6 +58,7 @@ from ladsim.llm.objective_loss import (
 from ladsim.llm.token_loss import AGG_MODES, bool_mask, expand_advantages
 
 PREFIX = "ladsim-"
+PROVIDES = ()  # verl passes a policy loss no entropy and no reference log-probs
 PolicyLossFn = Callable[..., tuple[Tensor, dict[str, Any]]]
 
 
@@ -79,25 +83,38 @@ class PolicyLossConfig(VerlPolicyLossConfig):
 
 def _objective_of(loss_mode: str) -> str:
     name = loss_mode[len(PREFIX):]
-    if name not in token_objectives():
+    if name not in token_objectives(PROVIDES):
         raise ValueError(f"unknown ladsim loss_mode {loss_mode!r}; choose from: "
-                         f"{', '.join(PREFIX + n for n in token_objectives())}")
+                         f"{', '.join(PREFIX + n for n in token_objectives(PROVIDES))}")
     return name
 
 
-def _verl_clip_defaults(config: Any) -> dict[str, Any]:
-    """The PPO-clip values verl's ``vanilla`` loss reads from the actor config."""
+def _verl_defaults(objective: str, config: Any) -> dict[str, Any]:
+    """Parameters verl's own losses read from the actor config, under ladsim's names.
+
+    PPO clip (``vanilla``): ``eps_low``/``eps_high`` <- ``clip_ratio_low``/``clip_ratio_high`` (else
+    ``clip_ratio``), ``clip_ratio_c`` <- ``clip_ratio_c``, ``log_ratio_clamp`` <- 20 (verl's fixed clamp);
+    ``clip-cov``: ``ratio``/``lb``/``ub`` <- ``policy_loss.clip_cov_ratio``/``clip_cov_lb``/``clip_cov_ub``;
+    ``kl-cov``: ``ratio``/``coef`` <- ``policy_loss.kl_cov_ratio``/``ppo_kl_coef``.
+    """
     if config is None:
         return {}
     clip = getattr(config, "clip_ratio", None)
     low, high = getattr(config, "clip_ratio_low", None), getattr(config, "clip_ratio_high", None)
-    return {"eps_low": clip if low is None else low, "eps_high": clip if high is None else high}
+    out = {"eps_low": clip if low is None else low, "eps_high": clip if high is None else high,
+           "clip_ratio_c": getattr(config, "clip_ratio_c", None), "log_ratio_clamp": 20.0}
+    pl = getattr(config, "policy_loss", None)
+    if objective == "clip-cov" and pl is not None:
+        out.update(ratio=pl.get("clip_cov_ratio"), lb=pl.get("clip_cov_lb"), ub=pl.get("clip_cov_ub"))
+    if objective == "kl-cov" and pl is not None:
+        out.update(ratio=pl.get("kl_cov_ratio"), coef=pl.get("ppo_kl_coef"))
+    return out
 
 
 def _resolve_params(objective: str, given: dict[str, Any], config: Any) -> tuple[Any, str | None]:
     """The parameters (defaults < verl's clip fields < ``given`` < ``config.policy_loss.params``) and ratio."""
     fields = {f.name for f in dataclasses.fields(make_token_params(objective))}
-    values = {k: v for k, v in _verl_clip_defaults(config).items() if k in fields and v is not None}
+    values = {k: v for k, v in _verl_defaults(objective, config).items() if k in fields and v is not None}
     values.update(given)
     policy_loss = getattr(config, "policy_loss", None)
     values.update(dict(getattr(policy_loss, "params", None) or {}))
@@ -162,8 +179,7 @@ def make_policy_loss(objective: str, *, ratio: str = "token", **params: Any) -> 
     ``(B, T)`` or ``None``; ``metrics`` has verl's keys (:func:`_metrics`). ``params`` are the objective's
     parameters fixed at registration (checked now: unknown names raise ``ValueError``).
     """
-    if objective not in token_objectives():
-        raise ValueError(f"unknown objective {objective!r}; choose from: {', '.join(token_objectives())}")
+    check_token_objective(objective, PROVIDES)
     if ratio not in RATIOS:
         raise ValueError(f"unknown ratio {ratio!r}; choose one of: {', '.join(RATIOS)}")
     make_token_params(objective, params)
@@ -193,5 +209,5 @@ def register(objective: str, name: str | None = None, *, ratio: str = "token", *
     return register_policy_loss(name or PREFIX + objective)(fn)
 
 
-for _name in token_objectives():
+for _name in token_objectives(PROVIDES):
     register(_name)

@@ -1,4 +1,5 @@
-"""An objective on a token batch ``(B, T)``: the one entry point of the trainer adapters (verl, TRL).
+"""A registered objective (:mod:`ladsim.objectives`) on a token batch ``(B, T)``: the entry point of the trainer
+adapters (verl, TRL).
 
 Shapes (as in :mod:`ladsim.llm.token_loss`): ``log_prob``, ``old_log_prob``, ``response_mask`` ``(B, T)``;
 ``advantages`` ``(B, T)`` or ``(B,)``; optional per-token ``entropy``, ``ref_log_prob`` ``(B, T)``.
@@ -6,6 +7,8 @@ Shapes (as in :mod:`ladsim.llm.token_loss`): ``log_prob``, ``old_log_prob``, ``r
 How a token batch becomes the objective's :class:`Batch`: the valid tokens (``response_mask`` true) are
 flattened, in row-major order, into ONE row of ``N`` entries, as verl flattens them for its batch statistics:
 the covariances and top-n selections of clip-cov and kl-cov are taken over every valid token of the batch.
+Objectives that cannot run on sampled tokens are refused with the reason (:func:`token_blocker`): ``lad-theory``
+needs the whole action set, ``flowrl`` a learned log Z per prompt; ``entadv`` needs per-token entropies.
 Padding never enters any arithmetic. The per-token terms are scattered back to ``(B, T)`` (0 where masked),
 optionally multiplied by per-token weights (verl's ``rollout_is_weights``, TRL's importance-sampling ratio),
 and aggregated by :func:`ladsim.llm.token_loss.agg_loss` with the trainer's conventions.
@@ -25,14 +28,11 @@ The sequence ratios are broadcast to the response's tokens and aggregated per to
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
-from ladsim.divergences import get_divergence
-from ladsim.losses import grpo_terms, lad_terms
 from ladsim.llm.token_loss import (
     AGG_MODES,
     agg_loss,
@@ -42,59 +42,53 @@ from ladsim.llm.token_loss import (
     expand_advantages,
     zero_masked,
 )
+from ladsim.objectives import Batch, Objective, get_objective, list_objectives, make_params, objective_terms
 
 RATIOS = ("token", "sequence", "sequence-mean")
+TOKEN_INPUTS = ("entropy", "logp_ref")  # optional per-token inputs a trainer may provide
 
 
-# --- the objectives a token batch can run --------------------------------------------------------------
+# --- which objectives a token batch can run ----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class LADParams:
-    eta: float = field(default=1.0, metadata={"doc": "temperature of the target pi_old exp(A/eta)/Z"})
-    div: str = field(default="js", metadata={"doc": "f-divergence generator (ladsim.divergences)"})
-
-    def __post_init__(self) -> None:
-        if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not self.eta > 0:
-            raise ValueError(f"lad.eta must be a positive number, got {self.eta!r}")
-        get_divergence(self.div)
-
-
-@dataclass(frozen=True)
-class GRPOParams:
-    eps_low: float | None = field(default=None, metadata={"doc": "PPO clip 1 - eps_low (None: unclipped)"})
-    eps_high: float | None = field(default=None, metadata={"doc": "PPO clip 1 + eps_high (None: unclipped)"})
+def token_blocker(objective: str | Objective, provides: Iterable[str] = TOKEN_INPUTS) -> str | None:
+    """Why ``objective`` cannot run on a token batch whose trainer provides ``provides``, or ``None`` if it can."""
+    obj = get_objective(objective)
+    if obj.full_support:
+        return (f"objective {obj.name!r} needs the whole action set (exact partition functions over every "
+                "response), which a batch of sampled tokens does not have")
+    if obj.init_state is not None:
+        return (f"objective {obj.name!r} has trainable state of its own (FlowRL: a learned log Z per prompt), "
+                "which a trainer's token loss cannot hold or optimize")
+    missing = sorted(set(obj.needs) & set(TOKEN_INPUTS) - set(provides))
+    if missing:
+        return f"objective {obj.name!r} needs per-token {' and '.join(missing)}, which this trainer does not pass"
+    return None
 
 
-_PARAMS = {"lad": LADParams, "grpo": GRPOParams}
+def token_objectives(provides: Iterable[str] = TOKEN_INPUTS) -> list[str]:
+    """The registered objectives that run on token batches whose trainer provides ``provides``."""
+    provides = tuple(provides)
+    return [name for name in list_objectives() if token_blocker(name, provides) is None]
 
 
-def token_objectives() -> list[str]:
-    """The objectives that run on token batches (and so through the verl and TRL adapters)."""
-    return list(_PARAMS)
+def check_token_objective(objective: str, provides: Iterable[str] = TOKEN_INPUTS) -> Objective:
+    """The objective, or a ``ValueError`` saying why it cannot run on a token batch (:func:`token_blocker`)."""
+    obj = get_objective(objective)
+    why = token_blocker(obj, provides)
+    if why is not None:
+        raise ValueError(why)
+    return obj
 
 
 def make_token_params(objective: str, params: Any = None) -> Any:
     """``objective``'s parameters from ``None`` (defaults), a mapping of overrides, or a parameters object."""
-    if objective not in _PARAMS:
-        raise ValueError(f"unknown objective {objective!r}; choose from: {', '.join(_PARAMS)}")
-    cls = _PARAMS[objective]
-    if params is None:
-        return cls()
-    if isinstance(params, cls):
+    obj = get_objective(objective)
+    if isinstance(params, obj.params):
         return params
-    if not isinstance(params, Mapping):
-        raise TypeError(f"params of {objective!r} must be a mapping or {cls.__name__}, got {type(params).__name__}")
-    known = [f for f in cls.__dataclass_fields__]
-    unknown = [k for k in params if k not in known]
-    if unknown:
-        raise ValueError(f"unknown parameter {objective}.{unknown[0]}; {objective} has: {', '.join(known)}")
-    return cls(**dict(params))
-
-
-def _terms(objective: str, params: Any, logp: Tensor, logp_old: Tensor, advantages: Tensor) -> Tensor:
-    if objective == "lad":
-        return lad_terms(logp, logp_old, advantages, eta=params.eta, div=params.div)
-    return grpo_terms(logp, logp_old, advantages, eps_low=params.eps_low, eps_high=params.eps_high)
+    if params is not None and not isinstance(params, Mapping):
+        raise TypeError(f"params of {obj.name!r} must be a mapping or {obj.params.__name__}, "
+                        f"got {type(params).__name__}")
+    return make_params(obj, params)
 
 
 # --- ratios ---------------------------------------------------------------------------------------------
@@ -117,13 +111,19 @@ def token_log_ratio(log_prob: Tensor, old_log_prob: Tensor, response_mask: Tenso
 # --- terms and loss -------------------------------------------------------------------------------------
 
 def objective_token_terms(objective: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor,
-                          response_mask: Tensor, *, params: Any = None, ratio: str = "token") -> Tensor:
+                          response_mask: Tensor, *, params: Any = None, ratio: str = "token",
+                          entropy: Tensor | None = None, ref_log_prob: Tensor | None = None,
+                          generator: torch.Generator | None = None) -> Tensor:
     """Per-token loss terms ``(B, T)`` of ``objective`` (float32 or wider, 0 where masked; to minimize).
 
-    The valid tokens form one row (module docstring); ``params``: ``None``, a mapping or the parameters object.
+    The valid tokens form one row of the registry's :class:`ladsim.objectives.Batch` (module docstring);
+    ``params``: ``None``, a mapping or the parameters object; ``entropy``/``ref_log_prob`` ``(B, T)`` for the
+    objectives that read them; ``generator`` for those that draw (clip-cov).
     """
     check_token_inputs(log_prob, old_log_prob, advantages, response_mask)
-    params = make_token_params(objective, params)
+    provides = [name for name, x in (("entropy", entropy), ("logp_ref", ref_log_prob)) if x is not None]
+    obj = check_token_objective(objective, provides)
+    params = make_token_params(obj.name, params)
     keep = bool_mask(response_mask)
     dt = torch.promote_types(torch.promote_types(log_prob.dtype, old_log_prob.dtype), torch.float32)
     old = old_log_prob.to(dt).detach()
@@ -132,7 +132,16 @@ def objective_token_terms(objective: str, log_prob: Tensor, old_log_prob: Tensor
     else:
         logp = old + token_log_ratio(log_prob, old_log_prob, response_mask, ratio)
     adv = expand_advantages(advantages, log_prob.shape).to(dt)
-    row = _terms(objective, params, logp[keep][None], old[keep][None], adv[keep][None])[0]
+    extra = {}
+    for name, x in (("entropy", entropy), ("logp_ref", ref_log_prob)):
+        if x is not None:
+            check_float(name, x)
+            if tuple(x.shape) != tuple(log_prob.shape):
+                raise ValueError(f"{name} shape {tuple(x.shape)} != log_prob shape {tuple(log_prob.shape)}")
+            extra[name] = x.to(dt)[keep][None]
+    batch = Batch(logp=logp[keep][None], logp_old=old[keep][None], advantages=adv[keep][None],
+                  generator=generator, **extra)
+    row = objective_terms(obj, batch, params)[0]
     out = torch.zeros(log_prob.shape, dtype=row.dtype, device=row.device)
     return out.index_put((keep,), row)
 
@@ -141,7 +150,9 @@ def objective_token_loss(objective: str, log_prob: Tensor, old_log_prob: Tensor,
                          response_mask: Tensor, *, params: Any = None, loss_agg_mode: str = "token-mean",
                          ratio: str = "token", token_weights: Tensor | None = None,
                          norm_length: float | None = None, n_tokens: float | None = None,
-                         n_seqs: float | None = None, empty_rows: str = "exclude", scale: float = 1.0) -> Tensor:
+                         n_seqs: float | None = None, empty_rows: str = "exclude", scale: float = 1.0,
+                         entropy: Tensor | None = None, ref_log_prob: Tensor | None = None,
+                         generator: torch.Generator | None = None) -> Tensor:
     """``objective``'s loss of a token batch: its per-token terms, times ``token_weights``, aggregated.
 
     ``loss = sum_{b,t} w_bt * c_bt * l_bt`` with ``l`` from :func:`objective_token_terms`, ``c`` the
@@ -152,7 +163,7 @@ def objective_token_loss(objective: str, log_prob: Tensor, old_log_prob: Tensor,
     if loss_agg_mode not in AGG_MODES:
         raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(AGG_MODES)}")
     terms = objective_token_terms(objective, log_prob, old_log_prob, advantages, response_mask, params=params,
-                                  ratio=ratio)
+                                  ratio=ratio, entropy=entropy, ref_log_prob=ref_log_prob, generator=generator)
     if token_weights is not None:
         check_float("token_weights", token_weights)
         if tuple(token_weights.shape) != tuple(terms.shape):

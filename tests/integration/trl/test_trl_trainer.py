@@ -124,6 +124,14 @@ def test_ladsim_grpo_equals_trls_loss(tmp_path, loss_type, level):
     assert not torch.allclose(loss_and_grads(lad, inputs)[0], s_loss, rtol=1e-3)
 
 
+@pytest.mark.parametrize("objective", ["entadv", "clip-cov", "kl-cov"])
+def test_every_runnable_objective_gives_a_finite_loss_and_gradient(tmp_path, objective):
+    trainer = make_trainer(LadsimGRPOTrainer, LadsimGRPOConfig, tmp_path, objective=objective,
+                           objective_params='{"ratio": 0.2}' if objective.endswith("cov") else None)
+    loss, grads = loss_and_grads(trainer, make_inputs(trainer))
+    assert math.isfinite(loss.item()) and grads and all(bool(torch.isfinite(g).all()) for g in grads)
+
+
 def test_tool_mask_is_honoured(tmp_path):
     trainer = make_trainer(LadsimGRPOTrainer, LadsimGRPOConfig, tmp_path, objective="lad", loss_type="bnpo")
     inputs = make_inputs(trainer)
@@ -140,6 +148,8 @@ def test_tool_mask_is_honoured(tmp_path):
     ({"objective": "grpo", "eta": 0.5}, "has no parameter 'eta'"),
     ({"objective": "lad", "objective_params": '{"beta": 1}'}, "unknown parameter lad.beta"),
     ({"objective": "lad", "eta": 0.0}, "eta"),
+    ({"objective": "flowrl"}, "learned log Z"),
+    ({"objective": "lad-theory"}, "whole action set"),
 ])
 def test_config_errors(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -139,7 +139,7 @@ def test_the_launch_overrides_build_ladsims_config_and_register_the_losses():
     config = lad_config("token-mean")
     assert type(config.policy_loss).__module__ == "ladsim.integrations.verl"
     assert config.policy_loss.params == LAD_PARAMS and config.policy_loss.loss_mode == "ladsim-lad"
-    assert {"ladsim-lad", "ladsim-grpo"} <= set(POLICY_LOSS_REGISTRY)
+    assert {"ladsim-lad", "ladsim-grpo", "ladsim-clip-cov", "ladsim-kl-cov"} <= set(POLICY_LOSS_REGISTRY)
 
 
 @pytest.mark.parametrize("with_weights", [False, True])
@@ -227,3 +227,31 @@ def test_direct_call_contract():
         make_policy_loss("nope")
     with pytest.raises(ValueError, match="unknown parameter lad.beta"):
         make_policy_loss("lad", beta=1.0)
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+def test_ladsim_kl_cov_equals_verls_kl_cov_at_the_same_call_site(mode):
+    """ladsim-kl-cov reads verl's kl_cov_ratio / ppo_kl_coef; the top-covariance picks are over each
+    micro-batch's valid tokens, as verl's. (No empty row here: a micro-batch whose valid tokens all share one
+    advantage has all covariances 0, and verl's torch.topk breaks that tie arbitrarily, ladsim by position.)"""
+    bt = make_batch(seed=6, spread=0.5, empty_row=False)
+    extra = ("actor_rollout_ref.actor.policy_loss.kl_cov_ratio=0.2",
+             "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=0.5")
+    ours, ours_grad, _ = run_ppo_loss(actor_config("ladsim-kl-cov", mode, *extra), bt, with_weights=True)
+    base, base_grad, _ = run_ppo_loss(actor_config("kl_cov", mode, *extra), bt, with_weights=True)
+    torch.testing.assert_close(ours, base, **TOL)
+    torch.testing.assert_close(ours_grad, base_grad, **TOL)
+    plain, _, _ = run_ppo_loss(actor_config("ladsim-kl-cov", mode, extra[0],
+                                            "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=0.0"), bt, True)
+    assert not torch.allclose(plain, base, rtol=1e-4)  # the penalty was exercised
+
+
+@pytest.mark.parametrize(("objective", "match"), [
+    ("lad-theory", "whole action set"), ("flowrl", "learned log Z"), ("entadv", "entropy")])
+def test_objectives_verl_cannot_run_are_refused_with_the_reason(objective, match):
+    from ladsim.integrations.verl import make_policy_loss
+
+    with pytest.raises(ValueError, match=match):
+        make_policy_loss(objective)
+    with pytest.raises(Exception, match="unknown ladsim loss_mode"):
+        actor_config(f"ladsim-{objective}", "token-mean")
