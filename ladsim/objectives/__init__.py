@@ -9,10 +9,10 @@ modifiers :class:`KLPenalty` and :class:`EntropyBonus` compose with any of them.
 :func:`register_objective` (see :mod:`ladsim.objectives.registry`).
 """
 
-# registration order is the listing order of `ladsim objectives`
-from ladsim.objectives import ppo as _ppo  # noqa: F401  (registers grpo, entadv, clip-cov, kl-cov)
-from ladsim.objectives import lad as _lad  # noqa: I001,F401  (registers lad, lad-theory)
-from ladsim.objectives import flowrl as _flowrl  # noqa: F401  (registers flowrl)
+# Importing the modules registers their objectives; this order is the listing order of `ladsim objectives`.
+from ladsim.objectives import ppo  # noqa: F401  (grpo, entadv, clip-cov, kl-cov)
+from ladsim.objectives import lad  # noqa: F401, I001  (lad, lad-theory)
+from ladsim.objectives import flowrl  # noqa: F401  (flowrl)
 from ladsim.objectives.modifiers import KL_ESTIMATORS, EntropyBonus, KLPenalty, kl_terms
 from ladsim.objectives.registry import (
     OBJECTIVES,
