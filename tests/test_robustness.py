@@ -1,0 +1,181 @@
+"""Robustness (issue 12): bad CLI inputs, bad API calls, unsafe outputs and the numeric range of every loss.
+
+Every bad CLI input must give exit code 2, exactly one line ``error: ...`` on stderr and write nothing; every
+bad API call a ``ValueError``/``TypeError`` naming the argument. Outputs: ``--overwrite`` replaces only
+directories ladsim wrote, of two concurrent writers exactly one wins, an interrupt (SIGTERM included) leaves no
+temporary directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ladsim import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--arms", "6", "--steps", "3", "--seeds", "2", "--log-every", "1"]
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path under ``directory`` (hidden ones included) with the bytes of its files."""
+    return {str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(directory.rglob("*"))}
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    argv = sys.argv
+    sys.argv = ["ladsim", *args]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory holding a few inputs, the cwd of the command."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("user data")
+    (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "one.csv").write_text("0.5\n")
+    (tmp_path / "const.csv").write_text("1\n1\n1\n")
+    (tmp_path / "big.csv").write_text("1e308\n-1e308\n0\n")
+    np.save(tmp_path / "complex.npy", np.array([1 + 1j, 2, 3]))
+    (tmp_path / "garbage.npy").write_bytes(b"this is not numpy at all")
+    return tmp_path
+
+
+# (arguments, a fragment the one-line error must contain)
+BAD_CLI = [
+    (["run", "bandit", *TINY, "--out", ".", "--overwrite"], "working directory"),
+    (["run", "bandit", *TINY, "--out", "", "--overwrite"], "working directory"),
+    (["run", "bandit", *TINY, "--out", "..", "--overwrite"], "working directory"),
+    (["run", "bandit", *TINY, "--out", "mine", "--overwrite"], "not a ladsim run directory"),
+    (["run", "bandit", *TINY, "--out", "mine"], "already exists"),
+    (["run", "bandit", *TINY, "--out", "a_file", "--overwrite"], "not a directory"),
+    (["run", "bandit", *TINY, "--out", "/dev/null", "--overwrite"], "not a directory"),
+    (["run", "bandit", *TINY, "--out", "a_file/run"], "not a directory"),
+    (["run", "bandit", *TINY, "--out", "/proc/x/run"], "cannot write"),
+    (["run", "bandit", "--arms", "1000000000"], "GiB"),
+    (["run", "bandit", "--seeds", "1000000000"], "GiB"),
+    (["run", "bandit", "--mode", "sampled", "--group-size", "1000000000"], "GiB"),
+    (["run", "bandit", *TINY, "--lr", "1e308", "--out", "r"], "diverged"),
+    (["run", "bandit", *TINY, "--reward", "mixture:2/3/1e308", "--out", "r"], "diverged"),
+    (["run", "bandit", "--steps", "3", "--reward", "big.csv", "--out", "r"], "max - min overflows"),
+    (["run", "bandit", *TINY, "--reward", "mixture:"], "nothing after the colon"),
+    (["run", "bandit", *TINY, "--reward", "correct:"], "nothing after the colon"),
+    (["run", "bandit", *TINY, "--reward", "mixture:2/inf/1"], "width"),
+    (["run", "bandit", "--steps", "3", "--arms", "3", "--reward", "correct:0,1,2"], "every one of the 3 arms"),
+    (["run", "bandit", "--steps", "3", "--reward", "const.csv"], "all rewards are equal"),
+    (["run", "bandit", "--steps", "3", "--reward", "complex.npy"], "complex"),
+    (["run", "bandit", "--steps", "3", "--reward", "garbage.npy"], "not a .npy file"),
+    (["run", "bandit", "--steps", "3", "--reward", "one.csv"], "reward file one.csv holds 1 value"),
+    (["run", "bandit", *TINY, "--prior", "missing.csv"], "prior file missing.csv does not exist"),
+    (["run", "bandit", *TINY, "--seed", "99999999999999999999999"], "--seed must be an integer in [0, 2^63)"),
+    (["run", "bandit", *TINY, "--seed", "-1"], "--seed must be an integer in [0, 2^63)"),
+    (["verify", "--quick", "--seed", "-1"], "--seed must be an integer in [0, 2^63)"),
+    (["verify", "--quick", "--only", "lemma31", "--json", "mine"], "is a directory"),
+    (["verify", "--quick", "--only", "lemma31", "--json", "a_file/x.json"], "not a directory"),
+    (["bench", "bandit", "--seeds", "2", "--steps", "2", "--naive-seeds", "1", "--json", "mine"], "is a directory"),
+    (["bench", "bandit", "--seeds", "1000000000"], "GiB"),
+]
+
+
+@pytest.mark.filterwarnings("error")  # a warning would be a second line on stderr
+@pytest.mark.parametrize("args, message", BAD_CLI, ids=[" ".join(a) for a, _ in BAD_CLI])
+def test_bad_cli_input_is_one_line_exit_2_and_writes_nothing(workdir, capsys, args, message):
+    before = snapshot(workdir)
+    code, _, err = run_main(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+    assert snapshot(workdir) == before
+
+
+def test_overwrite_replaces_only_ladsim_directories(workdir, capsys):
+    code, _, err = run_main(["run", "bandit", *TINY, "--out", "r"], capsys)
+    assert code == 0, err
+    assert (workdir / "r" / ".ladsim-run").is_file()
+    (workdir / "r" / "old.txt").write_text("from an earlier run")
+    code, _, err = run_main(["run", "bandit", *TINY, "--out", "r", "--overwrite"], capsys)
+    assert code == 0, err
+    assert not (workdir / "r" / "old.txt").exists() and (workdir / "r" / "summary.json").is_file()
+    assert (workdir / "mine" / "keep.txt").read_text() == "user data"
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".")]  # no temporary, trash or lock left
+
+
+def test_summary_json_is_strict(workdir, capsys):
+    code, _, err = run_main(["run", "bandit", *TINY, "--out", "r"], capsys)
+    assert code == 0, err
+    text = (workdir / "r" / "summary.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_write_json_turns_non_finite_numbers_into_null(tmp_path):
+    from ladsim.io import write_json
+
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf"), 1.0], "c": np.float64("-inf")})
+    text = (tmp_path / "x.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.0], "c": None}
+
+
+def _python(code: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+CLI = "import sys; from ladsim import cli; sys.argv = ['ladsim'] + {args!r}; cli.main()"
+
+
+def test_two_concurrent_writers_of_one_out_exactly_one_wins(tmp_path):
+    args = ["run", "bandit", "--arms", "6", "--steps", "400", "--seeds", "2", "--out", "same"]
+    procs = [_python(CLI.format(args=args), tmp_path) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for c, e in results if c == 2).strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "same" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same"]
+    assert (tmp_path / "same" / "summary.json").is_file() and not (tmp_path / "same" / ".ladsim-lock").exists()
+
+
+def test_default_run_names_are_unique(tmp_path):
+    args = ["run", "bandit", "--arms", "6", "--steps", "5", "--seeds", "2"]
+    procs = [_python(CLI.format(args=args), tmp_path) for _ in range(3)]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert [r[0] for r in results] == [0, 0, 0], results
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 3 and all((r / "summary.json").is_file() for r in runs)
+
+
+def test_sigterm_while_writing_leaves_no_temporary_directory(tmp_path):
+    code = """
+        import os, signal, sys
+        from ladsim import cli
+        from ladsim.bandit import run
+
+        def killed(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        run.plot_distribution = killed
+        sys.argv = ['ladsim', 'run', 'bandit', '--arms', '6', '--steps', '3', '--seeds', '2', '--out', 'r']
+        cli.main()
+    """
+    proc = _python(code, tmp_path)
+    assert proc.wait(timeout=300) == 143, proc.stderr.read()
+    assert list(tmp_path.iterdir()) == []
