@@ -12,7 +12,8 @@ tv_to_target        total variation ``1/2 sum_y |pi(y) - t(y)|``
 kl_to_target        ``KL(pi || t)`` (nats)
 top_arm_mass        ``max_y pi(y)``
 mode_coverage       number of modes ``k`` with ``pi(M_k) >= 1/2 t(M_k)``: a mode counts as alive when the
-                    policy keeps at least half of the mass the target puts on it
+                    policy keeps at least half of the mass the target puts on it; NaN (unknown) when the
+                    policy is not finite
 effective_modes     ``exp(-sum_k m_k log m_k)`` with ``m_k = pi(M_k) / sum_j pi(M_j)``: the perplexity of how
                     the policy splits the modes' mass among them, from 1 (one mode holds it all) to K (evenly);
                     unlike mode_coverage it keeps separating policies once every mode is alive
@@ -63,7 +64,7 @@ class PolicyMetrics:
             "tv_to_target": DIVERGENCES["tv"].divergence(log_pi, t.expand_as(log_pi)),
             "kl_to_target": DIVERGENCES["kl"].divergence(log_pi, t.expand_as(log_pi)),
             "top_arm_mass": pi.max(-1).values,
-            "mode_coverage": (mode_mass >= 0.5 * self.target_mode_mass).sum(-1).to(pi.dtype),
+            "mode_coverage": self.mode_coverage(pi, mode_mass),
             "effective_modes": torch.exp(-torch.special.xlogy(split, split).sum(-1)),
         }
         p_success = pi @ self.success
@@ -72,3 +73,9 @@ class PolicyMetrics:
             out[f"pass@{k}"] = 1.0 - (1.0 - p_success) ** k
             out[f"distinct@{k}"] = (1.0 - (1.0 - pulled_success) ** k).sum(-1)
         return out
+
+    def mode_coverage(self, pi: Tensor, mode_mass: Tensor) -> Tensor:
+        """Modes kept per seed, ``(S,)``; NaN (unknown, ``null`` in JSON) where the policy is not finite:
+        a NaN policy must not read as "0 modes kept"."""
+        kept = (mode_mass >= 0.5 * self.target_mode_mass).sum(-1).to(pi.dtype)
+        return torch.where(torch.isfinite(pi).all(-1), kept, torch.full_like(kept, float("nan")))
