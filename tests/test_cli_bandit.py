@@ -57,7 +57,7 @@ def test_run_bandit_writes_a_complete_run_directory(tmp_path):
     policy = pd.read_csv(out / "final_policy.csv")
     sums = policy.groupby(["objective", "seed"]).probability.sum()
     np.testing.assert_allclose(sums, 1.0, atol=1e-12)
-    assert "lad-theory" in result.output and "modes" in result.output and "wrote" in result.output
+    assert "grpo" in result.output and "modes" in result.output and "wrote" in result.output
     assert (out / "distribution.png").read_bytes()[:4] == b"\x89PNG"
 
 
