@@ -179,3 +179,99 @@ def test_sigterm_while_writing_leaves_no_temporary_directory(tmp_path):
     proc = _python(code, tmp_path)
     assert proc.wait(timeout=300) == 143, proc.stderr.read()
     assert list(tmp_path.iterdir()) == []
+
+
+# --- study files ------------------------------------------------------------------------------------
+
+STUDY = """
+[study]
+name = NAME
+frames = ["final"]
+
+[base]
+arms = 6
+reward = "correct:1,4"
+steps = 4
+seeds = 2
+log_every = 2
+EXTRA
+
+[[grid]]
+objective = ["grpo", "lad"]
+"""
+
+BAD_STUDIES = [
+    ({"NAME": '"/tmp/ladsim-victim/x"'}, "plain file-name stem"),
+    ({"NAME": '"../../x"'}, "plain file-name stem"),
+    ({"NAME": '"a/b"'}, "plain file-name stem"),
+    ({"NAME": "5"}, "name must be a string"),
+    ({"EXTRA": "seeds = 1.5"}, "--seeds must be an integer"),
+    ({"EXTRA": "seed = 1.5"}, "--seed must be an integer"),
+    ({"EXTRA": 'mode = "sampled"\ngroup_size = 2.5'}, "--group-size must be an integer"),
+    ({"EXTRA": "epochs = 1.5"}, "--epochs must be an integer"),
+    ({"EXTRA": "reward = 5"}, "--reward must be a string"),
+    ({"EXTRA": "arms = 1000000000"}, "GiB"),
+    ({"EXTRA": '[plot]\nbogus = 1'}, "unknown figure 's'"),  # [plot] options need a figure that takes them
+]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("fill, message", BAD_STUDIES, ids=[str(f) for f, _ in BAD_STUDIES])
+def test_bad_study_files_are_refused_when_loaded(workdir, capsys, fill, message):
+    text = STUDY.replace("NAME", fill.get("NAME", '"s"'))
+    extra = fill.get("EXTRA", "")
+    if extra.startswith("seeds") or extra.startswith("arms") or extra.startswith("reward"):  # replace, not repeat
+        key = extra.split(" ")[0]
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(key + " "))
+    text = text.replace("EXTRA", extra)
+    (workdir / "s.toml").write_text(text)
+    before = snapshot(workdir)
+    code, _, err = run_main(["study", "run", "s.toml", "--cache", "cache", "--data", "data", "--jobs", "1"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+    assert snapshot(workdir) == before
+    assert not Path("/tmp/ladsim-victim").exists()
+
+
+def test_unknown_plot_keys_are_refused_at_load(tmp_path):
+    from ladsim import studies
+
+    path = tmp_path / "s.toml"
+    text = STUDY.replace("NAME", '"s"').replace("EXTRA", "") + "\n[plot]\nnot_an_option = 1\n"
+    path.write_text(text.replace("[study]\n", '[study]\nfigure = "eta_sweep"\n'))
+    with pytest.raises(ValueError, match=r"unknown \[plot\] key\(s\) \['not_an_option'\] for figure 'eta_sweep'"):
+        studies.load_study(path)
+
+
+def test_a_cache_file_under_another_runs_key_is_recomputed(tmp_path):
+    import shutil
+
+    from ladsim import studies
+
+    path = tmp_path / "s.toml"
+    path.write_text(STUDY.replace("NAME", '"s"').replace("EXTRA", ""))
+    study = studies.load_study(path)
+    first = studies.run_study(study, tmp_path / "cache")
+    grpo, lad = study.runs
+    shutil.copy(studies.cache_path(tmp_path / "cache", grpo), studies.cache_path(tmp_path / "cache", lad))
+    again = studies.run_study(study, tmp_path / "cache")
+    assert (again.computed, again.cached) == (1, 1)  # the copied file is not trusted
+    assert sorted(again.frames["final"]["objective"].unique()) == ["grpo", "lad"]
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(again.frames["final"], first.frames["final"])
+
+
+def test_study_data_missing_a_column_is_a_one_line_error(tmp_path):
+    from ladsim import studies
+
+    path = tmp_path / "s.toml"
+    path.write_text(STUDY.replace("NAME", '"s"').replace("EXTRA", ""))
+    study = studies.load_study(path)
+    studies.save_data(studies.run_study(study, tmp_path / "cache"), tmp_path / "data")
+    csv = studies.data_path(tmp_path / "data", study, "final")
+    import pandas as pd
+
+    pd.read_csv(csv).drop(columns=["entropy"]).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['entropy'\]"):
+        studies.load_data(study, tmp_path / "data")
