@@ -275,3 +275,187 @@ def test_study_data_missing_a_column_is_a_one_line_error(tmp_path):
     pd.read_csv(csv).drop(columns=["entropy"]).to_csv(csv, index=False)
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['entropy'\]"):
         studies.load_data(study, tmp_path / "data")
+
+
+# --- the Python API ---------------------------------------------------------------------------------
+
+import math  # noqa: E402
+
+import torch  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ladsim.divergences import DIVERGENCES  # noqa: E402
+from ladsim.losses import grpo_loss, grpo_terms, lad_loss, lad_terms, lad_theory_loss  # noqa: E402
+
+
+def _t(*values, dtype=torch.float64):
+    return torch.tensor(values, dtype=dtype)
+
+
+X = _t(-1.0, -2.0)
+BAD_API = [
+    (lambda: lad_loss([-1.0, -2.0], X, X, eta=1.0), TypeError, "logp"),
+    (lambda: lad_loss(X, 0.5, X, eta=1.0), TypeError, "logp_old"),
+    (lambda: grpo_loss(X, X, [1.0, 0.0]), TypeError, "advantages"),
+    (lambda: lad_loss(X, X, X, eta=1.0, div=["js"]), TypeError, "div"),
+    (lambda: lad_theory_loss(X, X, X, eta=1.0, div=3), TypeError, "div"),
+    (lambda: lad_loss(X, X, X, eta="1"), TypeError, "eta"),
+    (lambda: lad_loss(X, X, X, eta=float("nan")), ValueError, "eta"),
+    (lambda: grpo_loss(X, X, X, eps_low="0.2"), TypeError, "eps_low"),
+    (lambda: grpo_terms(X, X, X, eps_high="0.2"), TypeError, "eps_high"),
+    (lambda: grpo_loss(X, X, X, eps_low=-0.1), ValueError, "eps_low"),
+    (lambda: grpo_loss(X, X, X, eps_high=float("nan")), ValueError, "eps_high"),
+    (lambda: grpo_loss(X, X, X, beta=-1.0, logp_ref=X), ValueError, "beta"),
+    (lambda: grpo_terms(X, X, X, beta=float("nan"), logp_ref=X), ValueError, "beta"),
+    (lambda: lad_loss(X, X, X, eta=1.0, weights=_t(1.5, -0.5)), ValueError, "weights"),
+    (lambda: grpo_loss(X, X, X, weights=_t(float("nan"), 1.0)), ValueError, "weights"),
+    (lambda: lad_loss(X, X, X, eta=1.0, mask=_t(0.5, 0.5)), ValueError, "mask"),
+    (lambda: grpo_loss(X, X, X, mask=_t(1.0, 2.0)), ValueError, "mask"),
+    (lambda: lad_theory_loss(X, X, X, eta=1.0, mask=_t(0.5, 1.0)), ValueError, "mask"),
+    (lambda: lad_loss(_t(), _t(), _t(), eta=1.0), ValueError, "empty"),
+    (lambda: grpo_loss(_t(), _t(), _t()), ValueError, "empty"),
+    (lambda: lad_theory_loss(_t(), _t(), _t(), eta=1.0), ValueError, "empty"),
+    (lambda: lad_terms(X, X, X, eta=1.0, div="nope"), ValueError, "divergence"),
+]
+
+
+@pytest.mark.parametrize("call, error, name", BAD_API, ids=[f"{i}-{n}" for i, (_, _, n) in enumerate(BAD_API)])
+def test_bad_api_calls_raise_naming_the_argument(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_double_backward_says_it_is_not_supported():
+    logp = _t(-0.5, -1.0).requires_grad_(True)
+    loss = lad_loss(logp, _t(-0.7, -0.7), _t(1.0, -1.0), eta=1.0)
+    (grad,) = torch.autograd.grad(loss, logp)  # first order works
+    assert torch.isfinite(grad).all()
+    loss = lad_loss(logp, _t(-0.7, -0.7), _t(1.0, -1.0), eta=1.0)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        torch.autograd.grad(loss, logp, create_graph=True)
+
+
+def test_strict_bool_parser():
+    from ladsim.validation import parse_bool
+
+    assert [parse_bool(v, "x") for v in ("false", "False", " no", "0", 0, False, "off")] == [False] * 7
+    assert [parse_bool(v, "x") for v in ("true", "YES", "1", 1, True, "on")] == [True] * 6
+    for bad in ("maybe", "", 2, 0.5, None):
+        with pytest.raises(ValueError, match="lad_fused"):
+            parse_bool(bad, "lad_fused")
+
+
+def test_config_types_are_checked():
+    from ladsim.bandit.config import BanditConfig
+
+    for field, value, message in (("seeds", 1.5, "--seeds must be an integer"),
+                                  ("seed", 1.5, "--seed must be an integer"),
+                                  ("epochs", 1.5, "--epochs must be an integer"),
+                                  ("reward", 5, "--reward must be a string"),
+                                  ("seed", 2**63, "--seed must be an integer in")):
+        with pytest.raises(ValueError, match=message):
+            BanditConfig(arms=5, steps=2, **{field: value})
+
+
+def test_mode_coverage_is_unknown_for_a_non_finite_policy():
+    from ladsim.bandit.metrics import PolicyMetrics
+
+    target = torch.log_softmax(_t(0.0, 1.0, 0.0, 1.0), -1)
+    metrics = PolicyMetrics(target, np.array([0, 1, 0, 1.0]), np.array([0, 1, 0, 1.0]), [[1], [3]])
+    log_pi = torch.stack([target, torch.full((4,), float("nan"), dtype=torch.float64)])
+    coverage = metrics(log_pi)["mode_coverage"]
+    assert coverage[0] == 2 and math.isnan(coverage[1])
+
+
+# --- numerics over the documented range |log-ratio|, |A/eta| <= 50 ----------------------------------
+
+F32_MAX = float(torch.finfo(torch.float32).max)
+DTYPES = [torch.float32, torch.bfloat16, torch.float64]
+
+
+def _representable(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a float64 reference fits the accumulation dtype (float32 for float32/bfloat16) with margin."""
+    limit = float(torch.finfo(torch.float64).max) / 16 if dtype == torch.float64 else F32_MAX / 16
+    return bool(torch.isfinite(x).all() and (x.abs() < limit).all())
+
+
+LOSSES = {
+    "lad_loss": lambda lp, old, a, w, div: lad_loss(lp, old, a, eta=1.0, div=div),
+    "lad_loss_weighted": lambda lp, old, a, w, div: lad_loss(lp, old, a, eta=1.0, div=div, weights=w),
+    "lad_terms": lambda lp, old, a, w, div: lad_terms(lp, old, a, eta=1.0, div=div).sum(-1),
+    "lad_theory_loss": lambda lp, old, a, w, div: lad_theory_loss(lp, old, a, eta=1.0, div=div),
+    "grpo_loss": lambda lp, old, a, w, div: grpo_loss(lp, old, a, weights=w),
+    "grpo_terms": lambda lp, old, a, w, div: grpo_terms(lp, old, a, eps_low=None, eps_high=None).sum(-1),
+}
+RANGE = st.floats(-50.0, 50.0, allow_nan=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("div", list(DIVERGENCES))
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_losses_are_finite_wherever_the_true_value_is_representable(loss, div, dtype):
+    if loss.startswith("grpo") and div != "js":
+        pytest.skip("GRPO has no divergence")
+    fn = LOSSES[loss]
+
+    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(n=st.integers(1, 5), data=st.data())
+    def check(n, data):
+        ratio = torch.tensor(data.draw(st.lists(RANGE, min_size=n, max_size=n)), dtype=dtype)
+        u = torch.tensor(data.draw(st.lists(RANGE, min_size=n, max_size=n)), dtype=dtype)
+        w_logits = torch.tensor(data.draw(st.lists(st.floats(-20, 20), min_size=n, max_size=n)))
+        w = torch.softmax(w_logits, -1).to(dtype)
+        old = torch.full((n,), -1.0, dtype=dtype)
+        lp = (old.double() + ratio.double()).to(dtype)  # log-ratio as drawn (rounded to the dtype)
+        results = []
+        for d in (dtype, torch.float64):
+            x = lp.detach().to(d).clone().requires_grad_(True)
+            value = fn(x, old.to(d), u.to(d), w.to(d), div)
+            value.backward()
+            results.append((value.detach().double(), x.grad.double()))
+        (value, grad), (ref_value, ref_grad) = results
+        if _representable(ref_value, dtype):
+            assert torch.isfinite(value), (loss, div, dtype, lp, u, value, ref_value)
+            if _representable(ref_grad, dtype):
+                assert torch.isfinite(grad).all(), (loss, div, dtype, lp, u, grad, ref_grad)
+
+    check()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("div", ["pearson", "neyman"])
+def test_chi2_theory_loss_at_the_edge_of_the_range(div, dtype):
+    """Normalization pushes the perspective's arguments past the inputs' range: log P_pi - log P_A reaches 92
+    here (inputs within +-50) while the summand, ~exp(83), fits float32; ``expm1(92)`` alone does not."""
+    big, small = [-8.0, 0.0, 0.0], [-50.0, 50.0, 50.0]  # Neyman is Pearson with P_pi and P_A swapped
+    ratio, u = (torch.tensor(v, dtype=dtype) for v in ((big, small) if div == "pearson" else (small, big)))
+    for d in (dtype, torch.float64):
+        x = ratio.detach().to(d).clone().requires_grad_(True)
+        loss = lad_theory_loss(x, torch.zeros(3, dtype=d), u.to(d), eta=1.0, div=div)
+        loss.backward()
+        if d == torch.float64:
+            assert _representable(loss.detach(), torch.float32)
+        assert torch.isfinite(loss) and torch.isfinite(x.grad).all(), (div, d, loss, x.grad)
+
+
+def test_weighted_lad_loss_folds_the_weight_into_the_perspective():
+    """Pearson at log-ratio 40, u = -10 with pi_old = e^-20: the summand w q (x - 1)^2 ~ e^70 fits float32, the
+    unweighted q (x - 1)^2 ~ e^90 does not."""
+    w = torch.tensor([math.exp(-20.0), 1.0 - math.exp(-20.0)])
+    for dtype in (torch.float32, torch.float64):
+        logp = torch.tensor([39.0, -1.0], dtype=dtype, requires_grad=True)
+        loss = lad_loss(logp, torch.tensor([-1.0, -1.0], dtype=dtype), torch.tensor([-10.0, 0.0], dtype=dtype),
+                        eta=1.0, div="pearson", weights=w.to(dtype))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+        assert math.isclose(loss.item(), math.exp(-20 - 10) * math.expm1(50) ** 2, rel_tol=1e-4)
+
+
+def test_sequence_ratio_of_a_long_response_is_finite():
+    from ladsim.llm.token_loss import lad_token_loss
+
+    B, T = 2, 1000
+    logp = torch.full((B, T), -1.0)
+    loss = lad_token_loss(logp, logp - 0.5, torch.zeros(B), torch.ones(B, T), ratio="sequence")
+    assert torch.isfinite(loss)
