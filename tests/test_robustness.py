@@ -459,3 +459,22 @@ def test_sequence_ratio_of_a_long_response_is_finite():
     logp = torch.full((B, T), -1.0)
     loss = lad_token_loss(logp, logp - 0.5, torch.zeros(B), torch.ones(B, T), ratio="sequence")
     assert torch.isfinite(loss)
+
+
+def test_sampled_std_mode_reports_the_distance_to_the_target_it_pursues():
+    from ladsim.bandit.config import BanditConfig
+    from ladsim.bandit.trainer import std_target_log_distribution, target_log_distribution, train
+
+    config = BanditConfig(arms=12, steps=4, seeds=2, log_every=2, mode="sampled", objectives=("lad",))
+    spec = config.reward_spec()
+    r = spec.expected_rewards()
+    sigma = math.sqrt(np.mean(spec.second_moment()) - np.mean(r) ** 2)  # uniform pi_old
+    expected = torch.log_softmax(torch.tensor(r / (sigma * config.eta)), -1)
+    torch.testing.assert_close(std_target_log_distribution(config), expected)
+    assert not torch.allclose(std_target_log_distribution(config), target_log_distribution(config))
+    frame = train(config).metrics
+    assert {"js_to_target", "js_to_std_target", "tv_to_target", "tv_to_std_target"} <= set(frame.columns)
+    assert (frame["js_to_std_target"] != frame["js_to_target"]).all()
+    for other in (config.replace(mode="exact"), config.replace(advantage_scale="none")):
+        assert std_target_log_distribution(other) is None
+        assert "js_to_std_target" not in train(other).metrics.columns

@@ -4,6 +4,7 @@ A reward spec knows, for every arm ``y``:
 
 * ``expected_rewards()``  ``R(y)`` as an ``(N,)`` float64 array (what exact expectations use);
 * ``sample(arms, gen)``   sampled rewards for a tensor of arm indices (what sampled groups use);
+* ``second_moment()``     ``E[r^2 | y]`` of one sampled reward (the spread that std-scaled advantages divide by);
 * ``success_prob()``      the probability that one pull of ``y`` counts as a success, in ``[0, 1]``
   (what pass@k and distinct@k use);
 * ``modes()``             the spec's modes, each a list of arm indices (what mode coverage uses).
@@ -85,6 +86,10 @@ class GaussianMixture:
         m, w, h = (np.array(c, dtype=np.float64) for c in zip(*self.components))
         return (h * np.exp(-0.5 * ((y - m) / w) ** 2)).sum(-1)
 
+    def second_moment(self) -> np.ndarray:
+        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: deterministic, so ``R(y)^2``."""
+        return self.expected_rewards() ** 2
+
     def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
         return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
 
@@ -142,6 +147,10 @@ class CorrectSet:
     def expected_rewards(self) -> np.ndarray:
         return self.success_prob()
 
+    def second_moment(self) -> np.ndarray:
+        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: a Bernoulli reward's is its mean."""
+        return self.success_prob()
+
     def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
         prob = torch.as_tensor(self.success_prob(), device=arms.device)[arms]
         return torch.bernoulli(prob, generator=gen)
@@ -177,6 +186,10 @@ class ArrayReward:
 
     def expected_rewards(self) -> np.ndarray:
         return np.asarray(self.values, dtype=np.float64)
+
+    def second_moment(self) -> np.ndarray:
+        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: deterministic, so ``R(y)^2``."""
+        return self.expected_rewards() ** 2
 
     def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
         return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]

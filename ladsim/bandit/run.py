@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ladsim.bandit.metrics import SUMMARY_METRICS
+from ladsim.bandit.metrics import STD_TARGET_METRICS, SUMMARY_METRICS
 from ladsim.bandit.trainer import TrainResult
 from ladsim.io import atomic_dir, write_json
 from ladsim.plots import plot_distribution, save_figure
@@ -51,6 +51,7 @@ def summarize(result: TrainResult, metrics: tuple[str, ...] = SUMMARY_METRICS) -
     """``{"objectives": {objective: {metric: {"mean", "lo", "hi"}}}}`` at the last logged step."""
     frame = result.metrics
     final = frame[frame["step"] == frame["step"].max()]
+    metrics = tuple(metrics) + tuple(m for m in STD_TARGET_METRICS if m in frame.columns and m not in metrics)
     return {"objectives": {
         objective: {m: mean_interval(group[m].to_numpy()) for m in metrics}
         for objective, group in final.groupby("objective", sort=False)
