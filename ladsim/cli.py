@@ -8,6 +8,7 @@ Every command lives beside the code it drives; this module only assembles them. 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -45,8 +46,15 @@ def _register() -> None:
 _register()
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM -> ``SystemExit(143)`` in the main thread, so that every ``finally``/``except BaseException``
+    runs: temporary outputs are removed and claimed output paths released, as on Ctrl-C."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: one-line errors with exit code 2 instead of tracebacks."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except (ValueError, OSError) as err:

@@ -45,6 +45,9 @@ class Divergence:
         paper_class: ``"strict"`` or ``"non-strict"`` for the classes compared in the paper's Figure 4.
         value_and_grad: ``(log_p, log_q) -> (q f(p/q), p f'(p/q))``, the perspective and its derivative in
             ``log_p``, from which ``perspective`` takes its value and its backward.
+        lq_grad: ``(log_p, log_q) -> q f(x) - p f'(x)``, the derivative in ``log_q``, written without the
+            cancellation of that difference; ``None`` computes it as the difference (fine where both terms
+            are bounded by the value; Pearson and Neyman give ``inf - inf = NaN`` there).
     """
 
     key: str
@@ -56,6 +59,7 @@ class Divergence:
     strictly_convex: bool = True
     paper_class: str | None = None
     value_and_grad: ValueAndGrad | None = None
+    lq_grad: Perspective | None = None
 
     def f(self, log_x: Tensor) -> Tensor:
         """The generator ``f(x)`` at ``x = exp(log_x)``; shape of ``log_x``."""
@@ -115,14 +119,32 @@ def _tv(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # 1/2 |p - q|,  1/2 p
     return 0.5 * torch.abs(diff), 0.5 * p * torch.sign(diff)
 
 
+def _exp_expm1(s: Tensor, t: Tensor) -> Tensor:
+    """``exp(s) expm1(t)`` without an intermediate overflow: for ``t > 0`` as ``exp(s + t) (1 - exp(-t))``.
+
+    ``expm1(t)`` alone overflows float32 at ``t = 89`` where the product can be small (``s = -100``); this
+    is what lets the chi^2 generators reach every value that fits (issue 12, item 13).
+    """
+    return torch.where(t > 0, torch.exp(s + t) * -torch.expm1(-t), torch.exp(s) * torch.expm1(t))
+
+
 def _pearson(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # q (x - 1)^2,  2 p (x - 1)
-    e = torch.expm1(lp - lq)
-    return (torch.exp(0.5 * lq) * e) ** 2, 2.0 * torch.exp(lp) * e
+    t = lp - lq
+    return _exp_expm1(0.5 * lq, t) ** 2, 2.0 * _exp_expm1(lp, t)
 
 
 def _neyman(lp: Tensor, lq: Tensor) -> tuple[Tensor, Tensor]:  # q (1 - x)^2 / x,  p (1 - 1/x^2) = p - q^2/p
     p = torch.exp(lp)
-    return (torch.exp(0.5 * lp) * torch.expm1(lq - lp)) ** 2, p - torch.exp(2.0 * lq - lp)
+    return _exp_expm1(0.5 * lp, lq - lp) ** 2, p - torch.exp(2.0 * lq - lp)
+
+
+# d/d lq of q f(p/q) = q f(x) - p f'(x), simplified so that no inf - inf arises where the value overflows:
+def _pearson_lq(lp: Tensor, lq: Tensor) -> Tensor:  # q (x-1)^2 - 2 p (x-1) = q (1 - x^2) = -q expm1(2t)
+    return -_exp_expm1(lq, 2.0 * (lp - lq))
+
+
+def _neyman_lq(lp: Tensor, lq: Tensor) -> Tensor:  # q (1-x)^2/x - p (1 - 1/x^2) = 2 q (1/x - 1) = 2 q expm1(-t)
+    return 2.0 * _exp_expm1(lq, lq - lp)
 
 
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
@@ -139,29 +161,37 @@ class _Perspective(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, lp: Tensor, lq: Tensor, value_and_grad: ValueAndGrad) -> Tensor:
+    def forward(ctx, lp: Tensor, lq: Tensor, value_and_grad: ValueAndGrad, lq_grad: Perspective | None) -> Tensor:
         value, d_lp = value_and_grad(lp, lq)
         ctx.shapes = (lp.shape, lq.shape)
-        ctx.save_for_backward(d_lp, value if ctx.needs_input_grad[1] else None)
+        d_lq = None
+        if ctx.needs_input_grad[1]:
+            d_lq = lq_grad(lp, lq) if lq_grad is not None else value - d_lp
+        ctx.save_for_backward(d_lp, d_lq)
         return value
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        d_lp, value = ctx.saved_tensors
+        if torch.is_grad_enabled():  # backward(create_graph=True): a second derivative was asked for
+            raise NotImplementedError(
+                "ladsim's f-divergence perspective carries a hand-derived first derivative only: double backward "
+                "(create_graph=True, Hessian-vector products) is not supported; for second derivatives evaluate "
+                "Divergence.value_and_grad(log_p, log_q)[0] under plain autograd")
+        d_lp, d_lq = ctx.saved_tensors
         lp_shape, lq_shape = ctx.shapes
         g_lp = _sum_to(grad * d_lp, lp_shape) if ctx.needs_input_grad[0] else None
-        g_lq = _sum_to(grad * (value - d_lp), lq_shape) if ctx.needs_input_grad[1] else None
-        return g_lp, g_lq, None
+        g_lq = _sum_to(grad * d_lq, lq_shape) if ctx.needs_input_grad[1] else None
+        return g_lp, g_lq, None, None
 
 
-def _divergence(key, name, formula, value_and_grad, derivative, **flags) -> Divergence:
+def _divergence(key, name, formula, value_and_grad, derivative, lq_grad=None, **flags) -> Divergence:
     def perspective(lp: Tensor, lq: Tensor) -> Tensor:
         if torch.is_grad_enabled() and (lp.requires_grad or lq.requires_grad):
-            return _Perspective.apply(lp, lq, value_and_grad)
+            return _Perspective.apply(lp, lq, value_and_grad, lq_grad)
         return value_and_grad(lp, lq)[0]
 
-    return Divergence(key, name, formula, perspective, derivative, value_and_grad=value_and_grad, **flags)
+    return Divergence(key, name, formula, perspective, derivative, value_and_grad=value_and_grad, lq_grad=lq_grad,
+                      **flags)
 
 
 DIVERGENCES: dict[str, Divergence] = {
@@ -180,9 +210,9 @@ DIVERGENCES: dict[str, Divergence] = {
         _divergence("tv", "total variation", "1/2 |x - 1|", _tv, lambda t: 0.5 * torch.sign(t),
                     bounded=True, strictly_convex=False, paper_class="strict"),
         _divergence("pearson", "Pearson chi^2", "(x - 1)^2", _pearson,
-                    lambda t: 2.0 * torch.expm1(t), bounded=False),
+                    lambda t: 2.0 * torch.expm1(t), lq_grad=_pearson_lq, bounded=False),
         _divergence("neyman", "Neyman chi^2", "(1 - x)^2 / x", _neyman,
-                    lambda t: -torch.expm1(-2.0 * t), bounded=False),
+                    lambda t: -torch.expm1(-2.0 * t), lq_grad=_neyman_lq, bounded=False),
     )
 }
 
@@ -191,9 +221,13 @@ NON_STRICT_CLASS = tuple(k for k, d in DIVERGENCES.items() if d.paper_class == "
 
 
 def get_divergence(key: str | Divergence) -> Divergence:
-    """Look a generator up by key; an unknown key raises ``ValueError`` naming the valid ones."""
+    """Look a generator up by key; an unknown key raises ``ValueError`` naming the valid ones, a key that is
+    not a string ``TypeError``."""
     if isinstance(key, Divergence):
         return key
+    if not isinstance(key, str):
+        raise TypeError(f"div must be a divergence name (one of: {', '.join(DIVERGENCES)}) or a Divergence, "
+                        f"got {type(key).__name__} {key!r}")
     try:
         return DIVERGENCES[key]
     except KeyError:

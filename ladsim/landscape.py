@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ladsim.divergences import get_divergence
 from ladsim.objectives import Batch, get_objective, make_params, objective_loss
+from ladsim.validation import check_field_types
 
 DTYPE = torch.float64
 OBJECTIVES = ("grpo", "lad-theory", "lad")  # the default set: the paper's Figure 2
@@ -61,6 +62,7 @@ class LandscapeConfig:
             if not ok:
                 raise ValueError(msg)
 
+        check_field_types(self, flag_prefix="")
         need(len(self.rewards) == 3 and all(math.isfinite(r) for r in self.rewards),
              f"landscape rewards must be 3 finite numbers, got {self.rewards}")
         need(math.isfinite(self.eta) and self.eta > 0, f"eta must be a finite number > 0, got {self.eta}")

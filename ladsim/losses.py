@@ -42,19 +42,53 @@ def _promote(*xs: Tensor | None) -> list[Tensor | None]:
 
 
 def _check_inputs(**tensors: Tensor | None) -> None:
-    shapes = {k: tuple(v.shape) for k, v in tensors.items() if v is not None}
+    """Types, shapes and the values that have a domain (``weights >= 0``, ``mask`` in {0, 1}).
+
+    Raises ``TypeError`` for a non-tensor, ``ValueError`` naming the argument otherwise. An empty action axis
+    is refused: the mean over no samples is undefined (it was NaN here and 0 in ``lad_theory_loss``).
+    """
     for k, v in tensors.items():
+        if v is not None and not isinstance(v, Tensor):
+            raise TypeError(f"{k} must be a torch.Tensor, got {type(v).__name__}")
         if v is not None and k != "mask" and not torch.is_floating_point(v):
             raise ValueError(f"{k} must be a floating-point tensor, got dtype {v.dtype}")
+    shapes = {k: tuple(v.shape) for k, v in tensors.items() if v is not None}
     try:
-        torch.broadcast_shapes(*shapes.values())
+        shape = torch.broadcast_shapes(*shapes.values())
     except RuntimeError:
         raise ValueError(f"shapes do not broadcast: {shapes}") from None
+    if len(shape) and shape[-1] == 0:
+        raise ValueError(f"the inputs have an empty last (action) axis, shapes {shapes}: nothing to average")
+    weights, mask = tensors.get("weights"), tensors.get("mask")
+    if weights is not None and not bool((weights >= 0).all()):  # NaN fails `>= 0` too
+        raise ValueError("weights must be finite and >= 0 (expectation weights such as pi_old)")
+    if mask is not None and mask.dtype != torch.bool and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("mask must hold only 0 and 1 (or be bool): a fractional mask would silently rescale "
+                         "the mean; use weights for weighting")
+
+
+def _check_nonneg(name: str, value, optional: bool = False) -> None:
+    """A hyperparameter that must be a finite real ``>= 0`` (``None`` allowed when ``optional``)."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number{' or None' if optional else ''}, "
+                        f"got {type(value).__name__} {value!r}")
+    if not 0.0 <= float(value) < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_grpo(eps_low, eps_high, beta) -> None:
+    _check_nonneg("eps_low", eps_low, optional=True)
+    _check_nonneg("eps_high", eps_high, optional=True)
+    _check_nonneg("beta", beta)
 
 
 def _check_eta(eta: float) -> float:
     """Validate ``eta`` (any real scalar, numpy scalars included) and return it as a Python float."""
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0.0 < float(eta) < math.inf:
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
+        raise TypeError(f"eta must be a real number, got {type(eta).__name__} {eta!r}")
+    if not 0.0 < float(eta) < math.inf:
         raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
     return float(eta)
 
@@ -101,7 +135,9 @@ def lad_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     broadcast shape of the inputs.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages)
-    return _lad_terms(logp, logp_old, advantages, _check_eta(eta), div)
+    eta = _check_eta(eta)
+    get_divergence(div)
+    return _lad_terms(logp, logp_old, advantages, eta, div)
 
 
 def _lad_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, eta: float, div: str | Divergence) -> Tensor:
@@ -125,8 +161,31 @@ def lad_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, weights=weights, mask=mask)
     eta = _check_eta(eta)
+    get_divergence(div)
     logp, logp_old, advantages = _neutralize(mask, logp, logp_old, advantages)
-    return reduce_actions(_lad_terms(logp, logp_old, advantages, eta, div), weights, mask)
+    if weights is None:
+        return reduce_actions(_lad_terms(logp, logp_old, advantages, eta, div), weights, mask)
+    return _weighted_lad(logp, logp_old, advantages, eta, div, weights, mask)
+
+
+def _weighted_lad(logp: Tensor, logp_old: Tensor, advantages: Tensor, eta: float, div: str | Divergence,
+                  weights: Tensor, mask: Tensor | None) -> Tensor:
+    """``sum_y w(y) q f(p/q)`` with the weight folded into the perspective's log-space arguments.
+
+    The perspective is 1-homogeneous, ``w q f(p/q) = (w q) f((w p)/(w q))``, so each weighted summand is
+    ``perspective(log p + log w, log q + log w)``: finite wherever the weighted summand is, where applying
+    ``w`` after the perspective overflows first (Pearson/Neyman at ``|t|, |u| ~ 50`` in float32). Entries with
+    ``w = 0`` (or masked) contribute exactly 0, value and gradient.
+    """
+    logp, logp_old, advantages = _promote(logp, logp_old, advantages)
+    log_ratio = logp - logp_old.detach()
+    w = weights.detach().to(log_ratio.dtype)
+    if mask is not None:
+        w = w * (mask > 0).to(w.dtype)
+    live = w > 0
+    log_w = torch.log(torch.where(live, w, torch.ones((), dtype=w.dtype, device=w.device)))
+    terms = get_divergence(div).perspective(log_ratio + log_w, advantages / eta + log_w)
+    return torch.where(live, terms, torch.zeros((), dtype=terms.dtype, device=terms.device)).sum(-1)
 
 
 # --- theoretical LAD ------------------------------------------------------------------------------
@@ -152,6 +211,7 @@ def lad_theory_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: 
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, mask=mask)
     eta = _check_eta(eta)
+    get_divergence(div)
     logp, logp_old, advantages = _promote(logp, logp_old, advantages)
     log_ratio, u = torch.broadcast_tensors(logp - logp_old.detach(), advantages / eta)
     log_p_pi = _masked_log_normalize(log_ratio, mask)
@@ -176,6 +236,7 @@ def grpo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: f
     ``eps_low = eps_high = None`` disables clipping (plain advantage maximization ``-r A``).
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, logp_ref=logp_ref)
+    _check_grpo(eps_low, eps_high, beta)
     _check_kl(beta, logp_ref)
     return _grpo_terms(logp, logp_old, advantages, eps_low, eps_high, beta, logp_ref)
 
@@ -233,6 +294,7 @@ def grpo_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: fl
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, logp_ref=logp_ref, weights=weights,
                   mask=mask)
+    _check_grpo(eps_low, eps_high, beta)
     _check_kl(beta, logp_ref)
     logp, logp_old, advantages, logp_ref = _neutralize(mask, logp, logp_old, advantages, logp_ref)
     return reduce_actions(_grpo_terms(logp, logp_old, advantages, eps_low, eps_high, beta, logp_ref), weights, mask)

@@ -47,8 +47,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import itertools
 import json
+import re
 import time
 import tomllib
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -68,6 +70,7 @@ BANDIT_FRAMES = ("final", "trajectory", "policy")
 LANDSCAPE_FRAMES = ("grid", "trajectory", "optimum")
 STUDY_KEYS = {"name", "kind", "figure", "title", "caption", "frames", "summary", "curves", "pools"}
 BOOTSTRAP_RESAMPLES = 4999
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a file-name stem: no '/', no '..', not absolute
 DEFAULT_CACHE = Path("studies") / "cache"
 DEFAULT_DATA = Path("figures") / "data"
 
@@ -183,14 +186,62 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Stu
         raise ValueError(f"{path}: {err}") from None
 
 
+def check_name(name: Any, what: str = "study name") -> str:
+    """A name that becomes part of output file names: a plain stem (letters, digits, ``_ . -``), never a path
+    (``/tmp/x``, ``../../x``) that would write outside the output directory."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise ValueError(f"{what} must be a plain file-name stem (letters, digits, '_', '.', '-'; no '/' or "
+                         f"'..'), got {name!r}")
+    return name
+
+
+def _check_meta_types(meta: dict) -> None:
+    for key in ("name", "kind", "figure", "title", "caption"):
+        if key in meta and not isinstance(meta[key], str):
+            raise ValueError(f"[study] {key} must be a string, got {meta[key]!r}")
+    for key in ("frames", "summary"):
+        if key in meta and not (isinstance(meta[key], list) and all(isinstance(v, str) for v in meta[key])):
+            raise ValueError(f"[study] {key} must be a list of strings, got {meta[key]!r}")
+    pools = meta.get("pools", {})
+    if not isinstance(pools, dict) or not all(isinstance(g, dict) and all(isinstance(m, list) for m in g.values())
+                                              for g in pools.values()):
+        raise ValueError(f"[study.pools] must map an axis to tables of label = [values], got {pools!r}")
+
+
+def check_plot_options(figure: str, options: dict[str, Any]) -> None:
+    """``[plot]`` keys must be keyword parameters of the figure function (checked when the study is loaded,
+    not when it is drawn after all the runs)."""
+    from ladsim.plots import FIGURES
+
+    if figure not in FIGURES:
+        raise ValueError(f"unknown figure {figure!r}; choose from: {', '.join(FIGURES)}")
+    params = inspect.signature(FIGURES[figure]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+             and n not in ("title", "caption")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown [plot] key(s) {unknown} for figure {figure!r}; known: "
+                         f"{', '.join(known) or 'none'}")
+
+
 def _parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
     unknown = set(doc) - {"study", "base", "grid", "plot"}
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}; a study has [study], [base], [[grid]], [plot]")
     meta = doc.get("study", {})
+    for table in ("study", "base", "plot"):
+        if not isinstance(doc.get(table, {}), dict):
+            raise ValueError(f"[{table}] must be a table")
     bad = set(meta) - STUDY_KEYS
     if bad:
         raise ValueError(f"unknown [study] key(s) {sorted(bad)}; known: {', '.join(sorted(STUDY_KEYS))}")
+    _check_meta_types(meta)
+    name = check_name(meta.get("name", path.stem))
+    figure = meta.get("figure", path.stem)
+    if "figure" in meta or doc.get("plot"):  # a study without either is data only (drawn by nothing)
+        check_plot_options(figure, doc.get("plot", {}))
     kind = meta.get("kind", "bandit")
     if kind not in KINDS:
         raise ValueError(f"unknown study kind {kind!r}; choose from: {', '.join(KINDS)}")
@@ -209,6 +260,8 @@ def _parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
     blocks = doc.get("grid", [{}])
     if isinstance(blocks, dict):
         blocks = [blocks]
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        raise ValueError("[[grid]] must be one or more tables of axis = [values]")
     runs: list[Run] = []
     axes: list[str] = []
     seen: set[str] = set()
@@ -248,7 +301,7 @@ def _parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
     # every run reports every axis (a block without an axis gets a missing value there)
     runs = [dataclasses.replace(r, labels=tuple((a, dict(r.labels).get(a)) for a in axes)) for r in runs]
     return Study(
-        name=meta.get("name", path.stem), kind=kind, figure=meta.get("figure", path.stem),
+        name=name, kind=kind, figure=figure,
         title=meta.get("title", ""), frames=frames, summary=summary, axes=tuple(axes), runs=runs,
         plot=dict(doc.get("plot", {})), pools=_parse_pools(meta.get("pools", {}), runs, axes),
         caption=meta.get("caption", ""), path=path, curves=curves,
@@ -290,10 +343,11 @@ def compute_run(run: Run) -> dict[str, pd.DataFrame]:
         from ladsim.landscape import run_landscape
 
         return run_landscape(run.config)
-    from ladsim.bandit.run import final_policy_frame
+    from ladsim.bandit.run import check_finite, final_policy_frame
     from ladsim.bandit.trainer import train
 
     result = train(run.config)
+    check_finite(result)  # a diverged run is an error, never cached NaN data
     trajectory = result.metrics
     final = trajectory[trajectory["step"] == trajectory["step"].max()].reset_index(drop=True)
     final["modes"] = len(run.config.reward_spec().modes())  # what mode_coverage counts out of
@@ -320,15 +374,16 @@ def save_frames(path: str | Path, frames: dict[str, pd.DataFrame], meta: dict) -
         np.savez(handle, **arrays)
 
 
-def load_frames(path: str | Path) -> dict[str, pd.DataFrame] | None:
-    """Frames written by ``save_frames``; ``None`` when the file is missing, unreadable or not ours."""
+def load_frames(path: str | Path, key: str | None = None) -> dict[str, pd.DataFrame] | None:
+    """Frames written by ``save_frames``; ``None`` when the file is missing, unreadable, not ours, or (with
+    ``key``) stored under another run's key: a cache file copied or renamed over another is never trusted."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["__meta__"]))
-            if meta.get("version") != CACHE_VERSION:
+            if meta.get("version") != CACHE_VERSION or (key is not None and meta.get("key") != key):
                 return None
             return {name: pd.DataFrame({col: data[f"{name}.{i}"] for i, col in enumerate(cols)})
                     for name, cols in meta["layout"].items()}
@@ -395,7 +450,7 @@ def run_study(study: Study, cache_dir: str | Path = DEFAULT_CACHE, *, jobs: int 
     loaded: dict[str, dict[str, pd.DataFrame]] = {}
     todo = []
     for run in study.runs:
-        frames = load_frames(cache_path(cache_dir, run))
+        frames = load_frames(cache_path(cache_dir, run), run.key)
         if frames is None:
             todo.append(run)
         else:
@@ -428,7 +483,7 @@ def run_study(study: Study, cache_dir: str | Path = DEFAULT_CACHE, *, jobs: int 
             if own:
                 pool.shutdown(wait=True, cancel_futures=True)
     for run in todo:
-        frames = load_frames(cache_path(cache_dir, run))
+        frames = load_frames(cache_path(cache_dir, run), run.key)
         if frames is None:
             raise OSError(f"run {run.key[:12]} of study {study.name} was computed but its cache file "
                           f"{cache_path(cache_dir, run)} cannot be read")
@@ -541,6 +596,7 @@ def save_data(result: StudyResult, data_dir: str | Path = DEFAULT_DATA) -> list[
     write_json(index, {
         "study": result.study.name, "file": str(result.study.path) if result.study.path else None,
         "frames": sorted(result.frames), "runs": len(result.study.runs),
+        "columns": {name: [str(c) for c in frame.columns] for name, frame in result.frames.items()},
         "run_keys": [r.key for r in result.study.runs],
     })
     return written + [index]
@@ -557,7 +613,16 @@ def load_data(study: Study, data_dir: str | Path = DEFAULT_DATA) -> dict[str, pd
     if meta.get("run_keys") != keys:
         raise ValueError(f"the data in {data_dir} for study {study.name} is from other settings than "
                          f"{study.path}; run `ladsim study run {study.path}` again")
-    return {name: pd.read_csv(data_path(data_dir, study, name)) for name in meta["frames"]}
+    frames = {}
+    for name in meta["frames"]:
+        path = data_path(data_dir, study, name)
+        if not path.is_file():
+            raise ValueError(f"{path} is missing; run `ladsim study run {study.path}` again")
+        frames[name] = pd.read_csv(path)
+        missing = [c for c in meta.get("columns", {}).get(name, []) if c not in frames[name].columns]
+        if missing:
+            raise ValueError(f"{path} lacks column(s) {missing}; run `ladsim study run {study.path}` again")
+    return frames
 
 
 def study_files(directory: str | Path = "studies") -> list[Path]:

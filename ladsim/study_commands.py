@@ -54,7 +54,11 @@ def _plot(study, data: Path, out: Path, formats: tuple[str, ...]) -> list[Path]:
     if study.figure not in plots.FIGURES:
         raise ValueError(f"{study.path}: unknown figure {study.figure!r}; "
                          f"choose from: {', '.join(plots.FIGURES)}")
-    fig = plots.FIGURES[study.figure](frames, title=study.title, caption=study.caption, **study.plot)
+    try:
+        fig = plots.FIGURES[study.figure](frames, title=study.title, caption=study.caption, **study.plot)
+    except KeyError as err:  # data written by another version, or edited by hand
+        raise ValueError(f"the data of study {study.name} in {data} lacks {err}; run "
+                         f"`ladsim study run {study.path}` again") from None
     return plots.save_figure(fig, out / study.name, formats=formats)
 
 

@@ -223,8 +223,8 @@ def test_malformed_reward_files(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     (tmp_path / "r.txt").write_text("1\n0\n")
     cases = {"nan.csv": "NaN or Inf", "inf.csv": "NaN or Inf", "text.csv": "malformed",
-             "grid.csv": "one reward per arm", "flat.csv": "all rewards are equal",
-             "bad.npy": "malformed|could not be read", "r.txt": "unknown reward", "missing.csv": "does not exist"}
+             "grid.csv": "one value per arm", "flat.csv": "all rewards are equal",
+             "bad.npy": "not a .npy file", "r.txt": "unknown reward", "missing.csv": "does not exist"}
     for name, message in cases.items():
         with pytest.raises(ValueError, match=message):
             parse_reward(str(tmp_path / name))

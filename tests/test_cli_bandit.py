@@ -41,7 +41,7 @@ def test_run_bandit_writes_a_complete_run_directory(tmp_path):
     result = invoke(["run", "bandit", *SMALL, "--div", "hd", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "distribution.png", "final_policy.csv", "metrics.csv", "summary.json"]
+        ".ladsim-run", "config.json", "distribution.png", "final_policy.csv", "metrics.csv", "summary.json"]
     config = json.loads((out / "config.json").read_text())
     assert config["bandit"]["div"] == "hd" and config["bandit"]["arms"] == 12
     assert {"torch", "numpy", "python"} <= set(config["versions"])
@@ -57,7 +57,7 @@ def test_run_bandit_writes_a_complete_run_directory(tmp_path):
     policy = pd.read_csv(out / "final_policy.csv")
     sums = policy.groupby(["objective", "seed"]).probability.sum()
     np.testing.assert_allclose(sums, 1.0, atol=1e-12)
-    assert "lad-theory" in result.output and "modes" in result.output and "wrote" in result.output
+    assert "grpo" in result.output and "modes" in result.output and "wrote" in result.output
     assert (out / "distribution.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -127,8 +127,15 @@ def test_existing_out_needs_overwrite(tmp_path, capsys):
     code, _, err = run_main(["run", "bandit", "--steps", "3", "--out", str(out)], capsys)
     assert code == 2 and "--overwrite" in err
     assert (out / "keep.txt").read_text() == "mine"
-    result = invoke(["run", "bandit", "--steps", "3", "--arms", "6", "--out", str(out), "--overwrite"])
-    assert result.exit_code == 0 and not (out / "keep.txt").exists() and (out / "summary.json").exists()
+    # --overwrite never replaces a directory ladsim did not write
+    code, _, err = run_main(["run", "bandit", "--steps", "3", "--out", str(out), "--overwrite"], capsys)
+    assert code == 2 and "not a ladsim run directory" in err and (out / "keep.txt").read_text() == "mine"
+    ours = tmp_path / "ours"
+    assert invoke(["run", "bandit", "--steps", "3", "--arms", "6", "--out", str(ours)]).exit_code == 0
+    (ours / "extra.txt").write_text("old")
+    result = invoke(["run", "bandit", "--steps", "3", "--arms", "6", "--out", str(ours), "--overwrite"])
+    assert result.exit_code == 0 and not (ours / "extra.txt").exists() and (ours / "summary.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "run"]  # no temporary or trash left
 
 
 def test_an_interrupted_run_leaves_no_run_directory(tmp_path, monkeypatch):

@@ -16,14 +16,17 @@ from ladsim.bandit.config import MODES, OBJECTIVES, OPTIMIZERS, BanditConfig
 from ladsim.bandit.metrics import SUMMARY_METRICS
 from ladsim.bandit.rewards import load_reward_file
 from ladsim.divergences import DIVERGENCES
-from ladsim.io import check_writable, write_json
+from ladsim.io import check_out_dir, check_out_file, claimed_dir, unique_path, write_json
 
 console = Console(stderr=False)
 
 
 def progress_bar() -> Progress:
+    """A progress bar on stderr, shown on a terminal only (piped or captured, stderr holds errors alone)."""
+    err_console = Console(stderr=True)
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                    transient=False, disable=not err_console.is_terminal)
 
 
 SHORT_NAMES = {"js_to_target": "JS to target", "tv_to_target": "TV to target", "top_arm_mass": "top arm",
@@ -49,7 +52,7 @@ def summary_table(summary: dict, title: str) -> Table:
 def _parse_prior(path: Optional[Path]) -> Optional[tuple[float, ...]]:
     if path is None:
         return None
-    values = load_reward_file(path)
+    values = load_reward_file(path, what="prior file")
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError(f"prior file {path} must hold finite probabilities > 0, one per arm")
     return tuple(values.tolist())
@@ -98,7 +101,7 @@ def run_bandit(
     """
     from ladsim.objectives import parse_assignments
 
-    from ladsim.bandit.run import write_run
+    from ladsim.bandit.run import check_finite, write_run_files
     from ladsim.bandit.trainer import train
 
     if arms is None:
@@ -115,14 +118,19 @@ def run_bandit(
     if unused:
         raise ValueError(f"--set names {', '.join(unused)}, which is not among the objectives trained "
                          f"({', '.join(config.objectives)}); add it with -o")
-    out = out or Path("runs") / f"bandit-{div}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_writable(out, overwrite)
+    default_out = out is None
+    out = out or unique_path(Path("runs") / f"bandit-{div}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_out_dir(out, overwrite)  # before any work: a bad --out must not cost a training run
 
     start = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task(f"training {', '.join(config.objectives)}", total=config.steps * len(config.objectives))
-        result = train(config, on_steps=lambda n: bar.advance(task, n))
-    summary = write_run(result, out, overwrite=overwrite)
+    with claimed_dir(out, overwrite, unique=default_out) as claim:  # exclusive from here on
+        with progress_bar() as bar:
+            task = bar.add_task(f"training {', '.join(config.objectives)}",
+                                total=config.steps * len(config.objectives))
+            result = train(config, on_steps=lambda n: bar.advance(task, n))
+        check_finite(result)
+        summary = write_run_files(result, claim.tmp)
+    out = claim.out
     console.print(summary_table(summary, f"final step {config.steps}: mean [95% interval] over {seeds} seeds"))
     console.print(f"wrote {out}/ (config.json, metrics.csv, final_policy.csv, summary.json, distribution.png) "
                   f"in {time.perf_counter() - start:.1f} s")
@@ -146,6 +154,8 @@ def bench_bandit(
         if threads < 1:
             raise ValueError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+    if json_path is not None:
+        check_out_file(json_path)  # before any work (BanditConfig then checks the memory the sizes need)
     console.print(f"timing practical LAD, exact mode, {dtype}: {seeds} seeds x {steps} steps x {arms} arms ...")
     result = measure(seeds=seeds, steps=steps, arms=arms, naive_seeds=naive_seeds, dtype=dtype)
     console.print(f"vectorized ({seeds} seeds in one batch): {result['vectorized_s']:.2f} s")

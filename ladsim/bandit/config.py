@@ -21,14 +21,18 @@ import math
 from dataclasses import dataclass, field
 
 from ladsim.advantages import SCALES
+from ladsim.bandit.memory import estimate_memory_bytes
 from ladsim.bandit.rewards import RewardSpec, parse_reward
 from ladsim.divergences import get_divergence
 from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, make_params
+from ladsim.resources import check_memory
+from ladsim.validation import check_field_types
 
 OBJECTIVES = ("grpo", "lad", "lad-theory")  # the default set: the paper's Figure 1
 DTYPES = ("float64", "float32")
 OPTIMIZERS = ("adam", "sgd")
 MODES = ("exact", "sampled")
+SEED_LIMIT = 2**63  # torch and numpy both take seeds in [0, 2^63)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class BanditConfig:
             if not ok:
                 raise ValueError(msg)
 
+        check_field_types(self)  # `seeds = 1.5` in a study file is refused here, not deep in torch
+        need(0 <= self.seed < SEED_LIMIT, f"--seed must be an integer in [0, 2^63), got {self.seed}")
         need(isinstance(self.arms, int) and self.arms >= 2, f"--arms must be an integer >= 2, got {self.arms}")
         need(_finite(self.eta) and self.eta > 0, f"--eta must be a finite number > 0, got {self.eta}")
         need(_finite(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr}")
@@ -117,6 +123,10 @@ class BanditConfig:
         object.__setattr__(self, "params", parsed)
         for name in self.objectives:
             self.objective_params(name)
+        need(self.group_size >= 1, f"--group-size must be >= 1, got {self.group_size}")
+        # before the reward spec allocates (N,) arrays: sizes that cannot fit are refused, not attempted
+        check_memory(estimate_memory_bytes(self), f"a run of {self.seeds} seeds x {self.arms} arms"
+                     + (f" x group size {self.group_size}" if self.mode == "sampled" else ""))
         spec = parse_reward(self.reward, self.arms)
         object.__setattr__(self, "_reward_spec", spec)  # parsed once: a reward file is read here and only here
         if spec.n_arms != self.arms:

@@ -4,6 +4,7 @@ A reward spec knows, for every arm ``y``:
 
 * ``expected_rewards()``  ``R(y)`` as an ``(N,)`` float64 array (what exact expectations use);
 * ``sample(arms, gen)``   sampled rewards for a tensor of arm indices (what sampled groups use);
+* ``second_moment()``     ``E[r^2 | y]`` of one sampled reward (the spread that std-scaled advantages divide by);
 * ``success_prob()``      the probability that one pull of ``y`` counts as a success, in ``[0, 1]``
   (what pass@k and distinct@k use);
 * ``modes()``             the spec's modes, each a list of arm indices (what mode coverage uses).
@@ -74,15 +75,20 @@ class GaussianMixture:
         for mean, width, height in self.components:
             if not (0 <= mean <= self.n_arms - 1):
                 raise ValueError(f"mixture mean {mean} lies outside the arms 0..{self.n_arms - 1}")
-            if not width > 0:
-                raise ValueError(f"mixture width must be > 0, got {width}")
+            if not (width > 0 and math.isfinite(width)):
+                raise ValueError(f"mixture width must be a finite number > 0, got {width}")
             if not (height > 0 and math.isfinite(height)):
                 raise ValueError(f"mixture height must be a finite number > 0, got {height}")
+        _check_rewards(self.expected_rewards(), f"the mixture {self.components}")
 
     def expected_rewards(self) -> np.ndarray:
         y = np.arange(self.n_arms, dtype=np.float64)[:, None]
         m, w, h = (np.array(c, dtype=np.float64) for c in zip(*self.components))
         return (h * np.exp(-0.5 * ((y - m) / w) ** 2)).sum(-1)
+
+    def second_moment(self) -> np.ndarray:
+        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: deterministic, so ``R(y)^2``."""
+        return self.expected_rewards() ** 2
 
     def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
         return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
@@ -129,6 +135,9 @@ class CorrectSet:
         if not self.p > self.q:
             raise ValueError(f"correct arms must pay more often than the others: need p > q, "
                              f"got p={self.p}, q={self.q}")
+        if len(self.correct) == self.n_arms:
+            raise ValueError(f"every one of the {self.n_arms} arms is correct: all expected rewards are equal, "
+                             f"nothing to learn")
 
     def success_prob(self) -> np.ndarray:
         prob = np.full(self.n_arms, self.q, dtype=np.float64)
@@ -136,6 +145,10 @@ class CorrectSet:
         return prob
 
     def expected_rewards(self) -> np.ndarray:
+        return self.success_prob()
+
+    def second_moment(self) -> np.ndarray:
+        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: a Bernoulli reward's is its mean."""
         return self.success_prob()
 
     def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
@@ -165,11 +178,7 @@ class ArrayReward:
     def __post_init__(self) -> None:
         v = np.asarray(self.values, dtype=np.float64)
         _check_arms(v.size)
-        if not np.all(np.isfinite(v)):
-            bad = np.flatnonzero(~np.isfinite(v))[:5].tolist()
-            raise ValueError(f"rewards must be finite numbers; NaN or Inf at arms {bad}")
-        if np.ptp(v) == 0:
-            raise ValueError("all rewards are equal: no arm is better than another, nothing to learn")
+        _check_rewards(v, "the reward file" if self.source else "the rewards")
 
     @property
     def n_arms(self) -> int:
@@ -177,6 +186,10 @@ class ArrayReward:
 
     def expected_rewards(self) -> np.ndarray:
         return np.asarray(self.values, dtype=np.float64)
+
+    def second_moment(self) -> np.ndarray:
+        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: deterministic, so ``R(y)^2``."""
+        return self.expected_rewards() ** 2
 
     def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
         return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
@@ -199,6 +212,21 @@ def _check_arms(n_arms: int) -> None:
         raise ValueError(f"a bandit needs at least 2 arms, got {n_arms}")
 
 
+def _check_rewards(v: np.ndarray, what: str) -> None:
+    """Expected rewards must be finite and not all equal (a constant reward has nothing to learn: the same
+    refusal for built-in specs and reward files)."""
+    if not np.all(np.isfinite(v)):
+        bad = np.flatnonzero(~np.isfinite(v))[:5].tolist()
+        raise ValueError(f"rewards must be finite numbers; {what} gives NaN or Inf at arms {bad}")
+    with np.errstate(over="ignore"):
+        span = np.ptp(v)
+    if span == 0:
+        raise ValueError(f"all rewards are equal in {what}: no arm is better than another, nothing to learn")
+    if not np.isfinite(span):
+        raise ValueError(f"the rewards of {what} span more than a float64 holds (max - min overflows); "
+                         f"rescale them")
+
+
 def _minmax(v: np.ndarray) -> np.ndarray:
     span = np.ptp(v)
     return (v - v.min()) / span if span > 0 else np.ones_like(v)
@@ -211,16 +239,32 @@ def _floats(text: str, what: str) -> list[float]:
         raise ValueError(f"malformed {what} {text!r}: expected numbers separated by '/'") from None
 
 
-def load_reward_file(path: str | Path) -> np.ndarray:
-    """Read one reward per arm from a ``.npy`` (1-D) or ``.csv`` (one row, one column, or a ``reward`` column)."""
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_reward_file(path: str | Path, what: str = "reward file") -> np.ndarray:
+    """Read one value per arm from a ``.npy`` (1-D) or ``.csv`` (one row, one column, or a ``reward`` column).
+
+    ``what`` names the file in messages (``"prior file"`` for ``--prior``). Refused with ``ValueError``: a
+    missing file, another suffix, a file that is not ``.npy``/CSV, non-real values (complex, text, objects), a
+    shape other than one row or column, fewer than 2 values.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"reward file {path} does not exist")
+        raise ValueError(f"{what} {path} does not exist")
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npy"):
+        raise ValueError(f"{what} {path} must end in .csv or .npy")
     try:
         if suffix == ".npy":
+            with open(path, "rb") as handle:
+                if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                    raise ValueError(f"{what} {path} is not a .npy file (no NumPy header)")
             values = np.load(path, allow_pickle=False)
-        elif suffix == ".csv":
+            if values.dtype.kind not in "biuf":
+                kind = "complex" if values.dtype.kind == "c" else str(values.dtype)
+                raise ValueError(f"{what} {path} must hold real numbers, got {kind} values")
+        else:
             import pandas as pd
 
             frame = pd.read_csv(path, header=None)
@@ -229,30 +273,35 @@ def load_reward_file(path: str | Path) -> np.ndarray:
                 frame.columns = [str(c).strip().lower() for c in frame.columns]
                 frame = frame[["reward"]]
             values = frame.to_numpy()
-        else:
-            raise ValueError(f"reward file {path} must end in .csv or .npy")
         values = np.asarray(values, dtype=np.float64)
     except ValueError as err:
-        if "must end in" in str(err):
+        if str(err).startswith(what):
             raise
-        raise ValueError(f"reward file {path} is malformed: it must hold numbers only ({err})") from None
+        raise ValueError(f"{what} {path} is malformed: it must hold numbers only ({err})") from None
     except Exception as err:  # corrupt .npy, unreadable csv
-        raise ValueError(f"reward file {path} could not be read: {err}") from None
+        raise ValueError(f"{what} {path} could not be read: {err}") from None
     if values.ndim == 2 and 1 in values.shape:
         values = values.reshape(-1)
     if values.ndim != 1:
-        raise ValueError(f"reward file {path} must hold one reward per arm (a single row or column), "
+        raise ValueError(f"{what} {path} must hold one value per arm (a single row or column), "
                          f"got shape {values.shape}")
+    if values.size < 2:
+        raise ValueError(f"{what} {path} holds {values.size} value(s); a bandit needs at least 2 arms")
     return values
 
 
 def parse_reward(spec: str, n_arms: int | None = None) -> RewardSpec:
     """Build a reward spec from its string form (module docstring). ``n_arms`` is required for the built-ins
     and, for a file, must match the file's length when given."""
+    if not isinstance(spec, str):
+        raise ValueError(f"reward must be a string ('mixture', 'correct' or a file path), got {spec!r}")
     spec = spec.strip()
-    head, _, body = spec.partition(":")
+    head, sep, body = spec.partition(":")
     if head in ("mixture", "correct") and n_arms is None:
         raise ValueError(f"the {head} reward needs the number of arms")
+    if head in ("mixture", "correct") and sep and not body.strip():
+        raise ValueError(f"nothing after the colon in {spec!r}: write {head!r} for the default or "
+                         f"{head}:{'MEAN/WIDTH/HEIGHT,...' if head == 'mixture' else 'ARM,ARM,...'}")
     if head == "mixture":
         if not body:
             return GaussianMixture(n_arms)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ladsim.bandit.metrics import SUMMARY_METRICS
+from ladsim.bandit.metrics import STD_TARGET_METRICS, SUMMARY_METRICS
 from ladsim.bandit.trainer import TrainResult
 from ladsim.io import atomic_dir, write_json
 from ladsim.plots import plot_distribution, save_figure
@@ -51,6 +51,7 @@ def summarize(result: TrainResult, metrics: tuple[str, ...] = SUMMARY_METRICS) -
     """``{"objectives": {objective: {metric: {"mean", "lo", "hi"}}}}`` at the last logged step."""
     frame = result.metrics
     final = frame[frame["step"] == frame["step"].max()]
+    metrics = tuple(metrics) + tuple(m for m in STD_TARGET_METRICS if m in frame.columns and m not in metrics)
     return {"objectives": {
         objective: {m: mean_interval(group[m].to_numpy()) for m in metrics}
         for objective, group in final.groupby("objective", sort=False)
@@ -72,26 +73,46 @@ def final_policy_frame(result: TrainResult) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def check_finite(result: TrainResult) -> None:
+    """Refuse a run whose final policy or summary metrics are not finite (``ValueError``): a diverged run
+    (a learning rate or rewards too large for the dtype) must fail loudly, not write NaN tables."""
+    for objective, policy in result.final_policy.items():
+        if not np.all(np.isfinite(policy)):
+            raise ValueError(f"training diverged: objective {objective}'s final policy is not finite (NaN or inf); "
+                             f"lower --lr or the reward scale")
+    final = result.metrics[result.metrics["step"] == result.metrics["step"].max()]
+    values = final[list(SUMMARY_METRICS)].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("training diverged: the final metrics are not finite (NaN or inf); lower --lr or the "
+                         "reward scale")
+
+
 def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> dict:
-    """Write the run directory ``out`` atomically and return the summary."""
+    """Check ``result`` (``check_finite``), write the run directory ``out`` atomically, return the summary."""
+    check_finite(result)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        return write_run_files(result, tmp)
+
+
+def write_run_files(result: TrainResult, tmp: Path) -> dict:
+    """Write the run's files into the (temporary, claimed) directory ``tmp``; return the summary."""
     config = result.config
     summary = summarize(result)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_json(tmp / "config.json", {
-            "bandit": config.to_dict(),
-            "seed_indices": list(range(config.seeds)),
-            "seed_note": "one torch generator seeded with `seed` drives all seed indices at once",
-            "reward_spec": config.reward_spec().describe(),
-            "versions": package_versions(),
-        })
-        result.metrics.to_csv(tmp / "metrics.csv", index=False)
-        final_policy_frame(result).to_csv(tmp / "final_policy.csv", index=False)
-        write_json(tmp / "summary.json", summary)
-        means = {name: p.mean(0) for name, p in result.final_policy.items()}
-        spread = {name: np.percentile(p, [2.5, 97.5], axis=0) for name, p in result.final_policy.items()
-                  if p.shape[0] > 1}
-        fig = plot_distribution(result.target, means, spread=spread,
-                                title=f"{config.arms}-armed bandit, f = {config.div}, eta = {config.eta}, "
-                                      f"{config.steps} steps, {config.mode} expectations")
-        save_figure(fig, tmp / "distribution.png")
+    write_json(tmp / "config.json", {
+        "bandit": config.to_dict(),
+        "seed_indices": list(range(config.seeds)),
+        "seed_note": "one torch generator seeded with `seed` drives all seed indices at once",
+        "reward_spec": config.reward_spec().describe(),
+        "versions": package_versions(),
+    })
+    result.metrics.to_csv(tmp / "metrics.csv", index=False)
+    final_policy_frame(result).to_csv(tmp / "final_policy.csv", index=False)
+    write_json(tmp / "summary.json", summary)
+    means = {name: p.mean(0) for name, p in result.final_policy.items()}
+    spread = {name: np.percentile(p, [2.5, 97.5], axis=0) for name, p in result.final_policy.items()
+              if p.shape[0] > 1}
+    fig = plot_distribution(result.target, means, spread=spread,
+                            title=f"{config.arms}-armed bandit, f = {config.div}, eta = {config.eta}, "
+                                  f"{config.steps} steps, {config.mode} expectations")
+    save_figure(fig, tmp / "distribution.png")
     return summary

@@ -73,6 +73,22 @@ def target_log_distribution(config: BanditConfig) -> Tensor:
     return torch.log_softmax(log_prior(config) + rewards / config.eta, dim=-1)
 
 
+def std_target_log_distribution(config: BanditConfig) -> Tensor | None:
+    """The target of sampled mode with std-scaled advantages, ``log softmax(log pi_old + R / (sigma eta))``,
+    ``(N,)``, at the prior; ``None`` in other modes. ``sigma = sqrt(E_{pi_old}[r^2] - E_{pi_old}[r]^2)`` is the
+    std of one sampled reward, the large-group limit of the group std that GRPO divides advantages by."""
+    if config.mode != "sampled" or config.advantage_scale != "std":
+        return None
+    spec = config.reward_spec()
+    prior = log_prior(config).double().exp().numpy()
+    mean = prior @ spec.expected_rewards()
+    sigma = float(np.sqrt(max(prior @ spec.second_moment() - mean**2, 0.0)))
+    if sigma == 0.0:
+        return None
+    rewards = torch.tensor(spec.expected_rewards(), dtype=torch_dtype(config))
+    return torch.log_softmax(log_prior(config) + rewards / (sigma * config.eta), dim=-1)
+
+
 def make_optimizer(params: Tensor | list[Tensor], config: BanditConfig) -> torch.optim.Optimizer:
     """Adam (torch defaults) or plain SGD over the logits (and an objective's own state, e.g. FlowRL's log Z).
     Adam uses torch's fused kernel where available: one pass over the ``(S, N)`` logits instead of a chain of
@@ -115,7 +131,7 @@ def train_objective(config: BanditConfig, objective: str,
     rewards = torch.tensor(spec.expected_rewards(), dtype=dtype)
     prior = log_prior(config)
     metrics = PolicyMetrics(target_log_distribution(config), spec.expected_rewards(), spec.success_prob(),
-                            spec.modes(), config.metric_ks)
+                            spec.modes(), config.metric_ks, log_std_target=std_target_log_distribution(config))
 
     theta = prior.expand(S, N).clone()
     if config.init_std > 0:

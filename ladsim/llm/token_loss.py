@@ -176,13 +176,15 @@ def zero_masked(x: Tensor, keep: Tensor) -> Tensor:
     return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-
 def sequence_log_ratio(log_prob: Tensor, old_log_prob: Tensor, response_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """``(sum_t m logp_t, sum_t m logp_old_t)``, each ``(B,)`` float32 or wider: log pi(y|x), log pi_old(y|x)."""
+    """``(sum_t m logp_t, sum_t m logp_old_t)``, each ``(B,)`` float64: log pi(y|x), log pi_old(y|x).
+
+    float64 because a response's log-ratio sums T tokens: 1000 tokens of log-ratio 0.5 give ``exp(500)``, past
+    float32 (the loss was ``inf``); the sequence terms, one per response, are cheap in float64.
+    """
     keep = bool_mask(response_mask)
-    dt = torch.promote_types(log_prob.dtype, torch.float32)
-    return (zero_masked(log_prob.to(dt), keep).sum(-1),
-            zero_masked(old_log_prob.to(torch.promote_types(old_log_prob.dtype, torch.float32)), keep).sum(-1))
+    return (zero_masked(log_prob.to(torch.float64), keep).sum(-1),
+            zero_masked(old_log_prob.to(torch.float64), keep).sum(-1))
 
 
 def sequence_advantages(advantages: Tensor, response_mask: Tensor) -> Tensor:

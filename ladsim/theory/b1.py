@@ -116,7 +116,7 @@ def check_b1(seed: int | np.random.Generator = 0, n_instances: int = 6, n_min: i
              divs: tuple[str, ...] = ("js", "hd", "rkl", "jf", "pearson", "neyman"),
              deltas: np.ndarray | None = None, n_points: int = 6,
              log_partition: LogPartition = log_partition_old, expected_order: float = 1.0,
-             slope_tol: float = 0.1, prefactor_rtol: float = 0.2, kl_tol: float = 1e-9,
+             slope_tol: float = 0.03, prefactor_rtol: float = 0.02, kl_tol: float = 1e-9,
              check_uncentred: bool = True, n_boot: int = 2000) -> CheckResult:
     """Theorem B.1 (derived form): relative gradient error of practical vs theoretical LAD is ``C_f delta``.
 
@@ -129,6 +129,9 @@ def check_b1(seed: int | np.random.Generator = 0, n_instances: int = 6, n_min: i
     ``worst_error`` is ``|slope - expected_order|``. With ``check_uncentred`` the same is measured with
     ``E_{pi_old}[A] = 1`` and its slope reported (derived: 1/2).
     """
+    # Tolerances measured (issue 12): over seeds 0..219 of the quick plan the worst |slope - 1| was 0.0150 and
+    # the worst |error/(C_f delta) - 1| 0.0106 (full plan, seeds 0..2: 0.0048 and 0.0055); each tolerance is
+    # 2x the worst measured value.
     rng = as_rng(seed)
     deltas = np.logspace(-5, -2, 7) if deltas is None else np.asarray(deltas, float)
     insts = _instances(rng, n_instances, n_min, n_max, centred=True)

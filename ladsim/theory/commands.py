@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ladsim.io import write_json, write_text
+from ladsim.io import check_out_file, write_json, write_text
 
 
 def verify(
@@ -29,8 +29,14 @@ def verify(
         unknown = [o for o in only if o not in NAMES]
         if unknown:
             raise ValueError(f"unknown check {unknown[0]!r}; choose from: {', '.join(NAMES)}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be an integer in [0, 2^63), got {seed}")
     if report is None and not quick:
         report = Path("docs/theory-report.md")
+    if json_path is not None:  # before any work: a bad path must not cost the checks
+        check_out_file(json_path)
+    if report is not None:
+        check_out_file(report, "--report")
 
     def progress(name: str, res, seconds: float) -> None:
         typer.echo(f"[{'pass' if res.passed else 'FAIL'}] {name} ({seconds:.1f} s)", err=True)

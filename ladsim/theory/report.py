@@ -133,8 +133,9 @@ def format_markdown(results: list[CheckResult], seed: int, quick: bool, seconds:
     if "trpo_direction" in by:
         d = by["trpo_direction"].details
         lines += ["## TRPO direction (KL(pi_old || pi) <= delta)", "",
-                  f"- fitted slope of max|pi_TRPO - pi_exp| against delta: **{d['slope']:.3f}**, 95% bootstrap "
-                  f"interval [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}] (derived: 1); per-instance slopes "
+                  f"- slope of max|pi_TRPO - pi_exp| against delta, median over instances: **{d['slope']:.3f}** "
+                  f"(derived: 1); pooled fit {d['pooled_slope']:.3f}, 95% bootstrap interval "
+                  f"[{d['pooled_ci95'][0]:.3f}, {d['pooled_ci95'][1]:.3f}]; per-instance slopes "
                   f"{d['per_instance_slope_range'][0]:.3f}..{d['per_instance_slope_range'][1]:.3f}.",
                   f"- median distance / delta: {_fmt(d['distance_over_delta_median'])}; solver floor "
                   f"{_fmt(d['solver_floor'])}; TRPO optimum's objective minus the exponential form's (relative to "

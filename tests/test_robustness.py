@@ -1,0 +1,480 @@
+"""Robustness (issue 12): bad CLI inputs, bad API calls, unsafe outputs and the numeric range of every loss.
+
+Every bad CLI input must give exit code 2, exactly one line ``error: ...`` on stderr and write nothing; every
+bad API call a ``ValueError``/``TypeError`` naming the argument. Outputs: ``--overwrite`` replaces only
+directories ladsim wrote, of two concurrent writers exactly one wins, an interrupt (SIGTERM included) leaves no
+temporary directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ladsim import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--arms", "6", "--steps", "3", "--seeds", "2", "--log-every", "1"]
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path under ``directory`` (hidden ones included) with the bytes of its files."""
+    return {str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(directory.rglob("*"))}
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    argv = sys.argv
+    sys.argv = ["ladsim", *args]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory holding a few inputs, the cwd of the command."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("user data")
+    (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "one.csv").write_text("0.5\n")
+    (tmp_path / "const.csv").write_text("1\n1\n1\n")
+    (tmp_path / "big.csv").write_text("1e308\n-1e308\n0\n")
+    np.save(tmp_path / "complex.npy", np.array([1 + 1j, 2, 3]))
+    (tmp_path / "garbage.npy").write_bytes(b"this is not numpy at all")
+    return tmp_path
+
+
+# (arguments, a fragment the one-line error must contain)
+BAD_CLI = [
+    (["run", "bandit", *TINY, "--out", ".", "--overwrite"], "working directory"),
+    (["run", "bandit", *TINY, "--out", "", "--overwrite"], "working directory"),
+    (["run", "bandit", *TINY, "--out", "..", "--overwrite"], "working directory"),
+    (["run", "bandit", *TINY, "--out", "mine", "--overwrite"], "not a ladsim run directory"),
+    (["run", "bandit", *TINY, "--out", "mine"], "already exists"),
+    (["run", "bandit", *TINY, "--out", "a_file", "--overwrite"], "not a directory"),
+    (["run", "bandit", *TINY, "--out", "/dev/null", "--overwrite"], "not a directory"),
+    (["run", "bandit", *TINY, "--out", "a_file/run"], "not a directory"),
+    (["run", "bandit", *TINY, "--out", "/proc/x/run"], "cannot write"),
+    (["run", "bandit", "--arms", "1000000000"], "GiB"),
+    (["run", "bandit", "--seeds", "1000000000"], "GiB"),
+    (["run", "bandit", "--mode", "sampled", "--group-size", "1000000000"], "GiB"),
+    (["run", "bandit", *TINY, "--lr", "1e308", "--out", "r"], "diverged"),
+    (["run", "bandit", *TINY, "--reward", "mixture:2/3/1e308", "--out", "r"], "diverged"),
+    (["run", "bandit", "--steps", "3", "--reward", "big.csv", "--out", "r"], "max - min overflows"),
+    (["run", "bandit", *TINY, "--reward", "mixture:"], "nothing after the colon"),
+    (["run", "bandit", *TINY, "--reward", "correct:"], "nothing after the colon"),
+    (["run", "bandit", *TINY, "--reward", "mixture:2/inf/1"], "width"),
+    (["run", "bandit", "--steps", "3", "--arms", "3", "--reward", "correct:0,1,2"], "every one of the 3 arms"),
+    (["run", "bandit", "--steps", "3", "--reward", "const.csv"], "all rewards are equal"),
+    (["run", "bandit", "--steps", "3", "--reward", "complex.npy"], "complex"),
+    (["run", "bandit", "--steps", "3", "--reward", "garbage.npy"], "not a .npy file"),
+    (["run", "bandit", "--steps", "3", "--reward", "one.csv"], "reward file one.csv holds 1 value"),
+    (["run", "bandit", *TINY, "--prior", "missing.csv"], "prior file missing.csv does not exist"),
+    (["run", "bandit", *TINY, "--seed", "99999999999999999999999"], "--seed must be an integer in [0, 2^63)"),
+    (["run", "bandit", *TINY, "--seed", "-1"], "--seed must be an integer in [0, 2^63)"),
+    (["verify", "--quick", "--seed", "-1"], "--seed must be an integer in [0, 2^63)"),
+    (["verify", "--quick", "--only", "lemma31", "--json", "mine"], "is a directory"),
+    (["verify", "--quick", "--only", "lemma31", "--json", "a_file/x.json"], "not a directory"),
+    (["bench", "bandit", "--seeds", "2", "--steps", "2", "--naive-seeds", "1", "--json", "mine"], "is a directory"),
+    (["bench", "bandit", "--seeds", "1000000000"], "GiB"),
+]
+
+
+@pytest.mark.filterwarnings("error")  # a warning would be a second line on stderr
+@pytest.mark.parametrize("args, message", BAD_CLI, ids=[" ".join(a) for a, _ in BAD_CLI])
+def test_bad_cli_input_is_one_line_exit_2_and_writes_nothing(workdir, capsys, args, message):
+    before = snapshot(workdir)
+    code, _, err = run_main(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+    assert snapshot(workdir) == before
+
+
+def test_overwrite_replaces_only_ladsim_directories(workdir, capsys):
+    code, _, err = run_main(["run", "bandit", *TINY, "--out", "r"], capsys)
+    assert code == 0, err
+    assert (workdir / "r" / ".ladsim-run").is_file()
+    (workdir / "r" / "old.txt").write_text("from an earlier run")
+    code, _, err = run_main(["run", "bandit", *TINY, "--out", "r", "--overwrite"], capsys)
+    assert code == 0, err
+    assert not (workdir / "r" / "old.txt").exists() and (workdir / "r" / "summary.json").is_file()
+    assert (workdir / "mine" / "keep.txt").read_text() == "user data"
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".")]  # no temporary, trash or lock left
+
+
+def test_summary_json_is_strict(workdir, capsys):
+    code, _, err = run_main(["run", "bandit", *TINY, "--out", "r"], capsys)
+    assert code == 0, err
+    text = (workdir / "r" / "summary.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_write_json_turns_non_finite_numbers_into_null(tmp_path):
+    from ladsim.io import write_json
+
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf"), 1.0], "c": np.float64("-inf")})
+    text = (tmp_path / "x.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [None, 1.0], "c": None}
+
+
+def _python(code: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+CLI = "import sys; from ladsim import cli; sys.argv = ['ladsim'] + {args!r}; cli.main()"
+
+
+def test_two_concurrent_writers_of_one_out_exactly_one_wins(tmp_path):
+    args = ["run", "bandit", "--arms", "6", "--steps", "400", "--seeds", "2", "--out", "same"]
+    procs = [_python(CLI.format(args=args), tmp_path) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for c, e in results if c == 2).strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "same" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same"]
+    assert (tmp_path / "same" / "summary.json").is_file() and not (tmp_path / "same" / ".ladsim-lock").exists()
+
+
+def test_default_run_names_are_unique(tmp_path):
+    args = ["run", "bandit", "--arms", "6", "--steps", "5", "--seeds", "2"]
+    procs = [_python(CLI.format(args=args), tmp_path) for _ in range(3)]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert [r[0] for r in results] == [0, 0, 0], results
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 3 and all((r / "summary.json").is_file() for r in runs)
+
+
+def test_sigterm_while_writing_leaves_no_temporary_directory(tmp_path):
+    code = """
+        import os, signal, sys
+        from ladsim import cli
+        from ladsim.bandit import run
+
+        def killed(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        run.plot_distribution = killed
+        sys.argv = ['ladsim', 'run', 'bandit', '--arms', '6', '--steps', '3', '--seeds', '2', '--out', 'r']
+        cli.main()
+    """
+    proc = _python(code, tmp_path)
+    assert proc.wait(timeout=300) == 143, proc.stderr.read()
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- study files ------------------------------------------------------------------------------------
+
+STUDY = """
+[study]
+name = NAME
+frames = ["final"]
+
+[base]
+arms = 6
+reward = "correct:1,4"
+steps = 4
+seeds = 2
+log_every = 2
+EXTRA
+
+[[grid]]
+objective = ["grpo", "lad"]
+"""
+
+BAD_STUDIES = [
+    ({"NAME": '"/tmp/ladsim-victim/x"'}, "plain file-name stem"),
+    ({"NAME": '"../../x"'}, "plain file-name stem"),
+    ({"NAME": '"a/b"'}, "plain file-name stem"),
+    ({"NAME": "5"}, "name must be a string"),
+    ({"EXTRA": "seeds = 1.5"}, "--seeds must be an integer"),
+    ({"EXTRA": "seed = 1.5"}, "--seed must be an integer"),
+    ({"EXTRA": 'mode = "sampled"\ngroup_size = 2.5'}, "--group-size must be an integer"),
+    ({"EXTRA": "epochs = 1.5"}, "--epochs must be an integer"),
+    ({"EXTRA": "reward = 5"}, "--reward must be a string"),
+    ({"EXTRA": "arms = 1000000000"}, "GiB"),
+    ({"EXTRA": '[plot]\nbogus = 1'}, "unknown figure 's'"),  # [plot] options need a figure that takes them
+]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("fill, message", BAD_STUDIES, ids=[str(f) for f, _ in BAD_STUDIES])
+def test_bad_study_files_are_refused_when_loaded(workdir, capsys, fill, message):
+    text = STUDY.replace("NAME", fill.get("NAME", '"s"'))
+    extra = fill.get("EXTRA", "")
+    if extra.startswith("seeds") or extra.startswith("arms") or extra.startswith("reward"):  # replace, not repeat
+        key = extra.split(" ")[0]
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(key + " "))
+    text = text.replace("EXTRA", extra)
+    (workdir / "s.toml").write_text(text)
+    before = snapshot(workdir)
+    code, _, err = run_main(["study", "run", "s.toml", "--cache", "cache", "--data", "data", "--jobs", "1"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+    assert snapshot(workdir) == before
+    assert not Path("/tmp/ladsim-victim").exists()
+
+
+def test_unknown_plot_keys_are_refused_at_load(tmp_path):
+    from ladsim import studies
+
+    path = tmp_path / "s.toml"
+    text = STUDY.replace("NAME", '"s"').replace("EXTRA", "") + "\n[plot]\nnot_an_option = 1\n"
+    path.write_text(text.replace("[study]\n", '[study]\nfigure = "eta_sweep"\n'))
+    with pytest.raises(ValueError, match=r"unknown \[plot\] key\(s\) \['not_an_option'\] for figure 'eta_sweep'"):
+        studies.load_study(path)
+
+
+def test_a_cache_file_under_another_runs_key_is_recomputed(tmp_path):
+    import shutil
+
+    from ladsim import studies
+
+    path = tmp_path / "s.toml"
+    path.write_text(STUDY.replace("NAME", '"s"').replace("EXTRA", ""))
+    study = studies.load_study(path)
+    first = studies.run_study(study, tmp_path / "cache")
+    grpo, lad = study.runs
+    shutil.copy(studies.cache_path(tmp_path / "cache", grpo), studies.cache_path(tmp_path / "cache", lad))
+    again = studies.run_study(study, tmp_path / "cache")
+    assert (again.computed, again.cached) == (1, 1)  # the copied file is not trusted
+    assert sorted(again.frames["final"]["objective"].unique()) == ["grpo", "lad"]
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(again.frames["final"], first.frames["final"])
+
+
+def test_study_data_missing_a_column_is_a_one_line_error(tmp_path):
+    from ladsim import studies
+
+    path = tmp_path / "s.toml"
+    path.write_text(STUDY.replace("NAME", '"s"').replace("EXTRA", ""))
+    study = studies.load_study(path)
+    studies.save_data(studies.run_study(study, tmp_path / "cache"), tmp_path / "data")
+    csv = studies.data_path(tmp_path / "data", study, "final")
+    import pandas as pd
+
+    pd.read_csv(csv).drop(columns=["entropy"]).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['entropy'\]"):
+        studies.load_data(study, tmp_path / "data")
+
+
+# --- the Python API ---------------------------------------------------------------------------------
+
+import math  # noqa: E402
+
+import torch  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ladsim.divergences import DIVERGENCES  # noqa: E402
+from ladsim.losses import grpo_loss, grpo_terms, lad_loss, lad_terms, lad_theory_loss  # noqa: E402
+
+
+def _t(*values, dtype=torch.float64):
+    return torch.tensor(values, dtype=dtype)
+
+
+X = _t(-1.0, -2.0)
+BAD_API = [
+    (lambda: lad_loss([-1.0, -2.0], X, X, eta=1.0), TypeError, "logp"),
+    (lambda: lad_loss(X, 0.5, X, eta=1.0), TypeError, "logp_old"),
+    (lambda: grpo_loss(X, X, [1.0, 0.0]), TypeError, "advantages"),
+    (lambda: lad_loss(X, X, X, eta=1.0, div=["js"]), TypeError, "div"),
+    (lambda: lad_theory_loss(X, X, X, eta=1.0, div=3), TypeError, "div"),
+    (lambda: lad_loss(X, X, X, eta="1"), TypeError, "eta"),
+    (lambda: lad_loss(X, X, X, eta=float("nan")), ValueError, "eta"),
+    (lambda: grpo_loss(X, X, X, eps_low="0.2"), TypeError, "eps_low"),
+    (lambda: grpo_terms(X, X, X, eps_high="0.2"), TypeError, "eps_high"),
+    (lambda: grpo_loss(X, X, X, eps_low=-0.1), ValueError, "eps_low"),
+    (lambda: grpo_loss(X, X, X, eps_high=float("nan")), ValueError, "eps_high"),
+    (lambda: grpo_loss(X, X, X, beta=-1.0, logp_ref=X), ValueError, "beta"),
+    (lambda: grpo_terms(X, X, X, beta=float("nan"), logp_ref=X), ValueError, "beta"),
+    (lambda: lad_loss(X, X, X, eta=1.0, weights=_t(1.5, -0.5)), ValueError, "weights"),
+    (lambda: grpo_loss(X, X, X, weights=_t(float("nan"), 1.0)), ValueError, "weights"),
+    (lambda: lad_loss(X, X, X, eta=1.0, mask=_t(0.5, 0.5)), ValueError, "mask"),
+    (lambda: grpo_loss(X, X, X, mask=_t(1.0, 2.0)), ValueError, "mask"),
+    (lambda: lad_theory_loss(X, X, X, eta=1.0, mask=_t(0.5, 1.0)), ValueError, "mask"),
+    (lambda: lad_loss(_t(), _t(), _t(), eta=1.0), ValueError, "empty"),
+    (lambda: grpo_loss(_t(), _t(), _t()), ValueError, "empty"),
+    (lambda: lad_theory_loss(_t(), _t(), _t(), eta=1.0), ValueError, "empty"),
+    (lambda: lad_terms(X, X, X, eta=1.0, div="nope"), ValueError, "divergence"),
+]
+
+
+@pytest.mark.parametrize("call, error, name", BAD_API, ids=[f"{i}-{n}" for i, (_, _, n) in enumerate(BAD_API)])
+def test_bad_api_calls_raise_naming_the_argument(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+def test_double_backward_says_it_is_not_supported():
+    logp = _t(-0.5, -1.0).requires_grad_(True)
+    loss = lad_loss(logp, _t(-0.7, -0.7), _t(1.0, -1.0), eta=1.0)
+    (grad,) = torch.autograd.grad(loss, logp)  # first order works
+    assert torch.isfinite(grad).all()
+    loss = lad_loss(logp, _t(-0.7, -0.7), _t(1.0, -1.0), eta=1.0)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        torch.autograd.grad(loss, logp, create_graph=True)
+
+
+def test_strict_bool_parser():
+    from ladsim.validation import parse_bool
+
+    assert [parse_bool(v, "x") for v in ("false", "False", " no", "0", 0, False, "off")] == [False] * 7
+    assert [parse_bool(v, "x") for v in ("true", "YES", "1", 1, True, "on")] == [True] * 6
+    for bad in ("maybe", "", 2, 0.5, None):
+        with pytest.raises(ValueError, match="lad_fused"):
+            parse_bool(bad, "lad_fused")
+
+
+def test_config_types_are_checked():
+    from ladsim.bandit.config import BanditConfig
+
+    for field, value, message in (("seeds", 1.5, "--seeds must be an integer"),
+                                  ("seed", 1.5, "--seed must be an integer"),
+                                  ("epochs", 1.5, "--epochs must be an integer"),
+                                  ("reward", 5, "--reward must be a string"),
+                                  ("seed", 2**63, "--seed must be an integer in")):
+        with pytest.raises(ValueError, match=message):
+            BanditConfig(arms=5, steps=2, **{field: value})
+
+
+def test_mode_coverage_is_unknown_for_a_non_finite_policy():
+    from ladsim.bandit.metrics import PolicyMetrics
+
+    target = torch.log_softmax(_t(0.0, 1.0, 0.0, 1.0), -1)
+    metrics = PolicyMetrics(target, np.array([0, 1, 0, 1.0]), np.array([0, 1, 0, 1.0]), [[1], [3]])
+    log_pi = torch.stack([target, torch.full((4,), float("nan"), dtype=torch.float64)])
+    coverage = metrics(log_pi)["mode_coverage"]
+    assert coverage[0] == 2 and math.isnan(coverage[1])
+
+
+# --- numerics over the documented range |log-ratio|, |A/eta| <= 50 ----------------------------------
+
+F32_MAX = float(torch.finfo(torch.float32).max)
+DTYPES = [torch.float32, torch.bfloat16, torch.float64]
+
+
+def _representable(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a float64 reference fits the accumulation dtype (float32 for float32/bfloat16) with margin."""
+    limit = float(torch.finfo(torch.float64).max) / 16 if dtype == torch.float64 else F32_MAX / 16
+    return bool(torch.isfinite(x).all() and (x.abs() < limit).all())
+
+
+LOSSES = {
+    "lad_loss": lambda lp, old, a, w, div: lad_loss(lp, old, a, eta=1.0, div=div),
+    "lad_loss_weighted": lambda lp, old, a, w, div: lad_loss(lp, old, a, eta=1.0, div=div, weights=w),
+    "lad_terms": lambda lp, old, a, w, div: lad_terms(lp, old, a, eta=1.0, div=div).sum(-1),
+    "lad_theory_loss": lambda lp, old, a, w, div: lad_theory_loss(lp, old, a, eta=1.0, div=div),
+    "grpo_loss": lambda lp, old, a, w, div: grpo_loss(lp, old, a, weights=w),
+    "grpo_terms": lambda lp, old, a, w, div: grpo_terms(lp, old, a, eps_low=None, eps_high=None).sum(-1),
+}
+RANGE = st.floats(-50.0, 50.0, allow_nan=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("div", list(DIVERGENCES))
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_losses_are_finite_wherever_the_true_value_is_representable(loss, div, dtype):
+    if loss.startswith("grpo") and div != "js":
+        pytest.skip("GRPO has no divergence")
+    fn = LOSSES[loss]
+
+    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(n=st.integers(1, 5), data=st.data())
+    def check(n, data):
+        ratio = torch.tensor(data.draw(st.lists(RANGE, min_size=n, max_size=n)), dtype=dtype)
+        u = torch.tensor(data.draw(st.lists(RANGE, min_size=n, max_size=n)), dtype=dtype)
+        w_logits = torch.tensor(data.draw(st.lists(st.floats(-20, 20), min_size=n, max_size=n)))
+        w = torch.softmax(w_logits, -1).to(dtype)
+        old = torch.full((n,), -1.0, dtype=dtype)
+        lp = (old.double() + ratio.double()).to(dtype)  # log-ratio as drawn (rounded to the dtype)
+        results = []
+        for d in (dtype, torch.float64):
+            x = lp.detach().to(d).clone().requires_grad_(True)
+            value = fn(x, old.to(d), u.to(d), w.to(d), div)
+            value.backward()
+            results.append((value.detach().double(), x.grad.double()))
+        (value, grad), (ref_value, ref_grad) = results
+        if _representable(ref_value, dtype):
+            assert torch.isfinite(value), (loss, div, dtype, lp, u, value, ref_value)
+            if _representable(ref_grad, dtype):
+                assert torch.isfinite(grad).all(), (loss, div, dtype, lp, u, grad, ref_grad)
+
+    check()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("div", ["pearson", "neyman"])
+def test_chi2_theory_loss_at_the_edge_of_the_range(div, dtype):
+    """Normalization pushes the perspective's arguments past the inputs' range: log P_pi - log P_A reaches 92
+    here (inputs within +-50) while the summand, ~exp(83), fits float32; ``expm1(92)`` alone does not."""
+    big, small = [-8.0, 0.0, 0.0], [-50.0, 50.0, 50.0]  # Neyman is Pearson with P_pi and P_A swapped
+    ratio, u = (torch.tensor(v, dtype=dtype) for v in ((big, small) if div == "pearson" else (small, big)))
+    for d in (dtype, torch.float64):
+        x = ratio.detach().to(d).clone().requires_grad_(True)
+        loss = lad_theory_loss(x, torch.zeros(3, dtype=d), u.to(d), eta=1.0, div=div)
+        loss.backward()
+        if d == torch.float64:
+            assert _representable(loss.detach(), torch.float32)
+        assert torch.isfinite(loss) and torch.isfinite(x.grad).all(), (div, d, loss, x.grad)
+
+
+def test_weighted_lad_loss_folds_the_weight_into_the_perspective():
+    """Pearson at log-ratio 40, u = -10 with pi_old = e^-20: the summand w q (x - 1)^2 ~ e^70 fits float32, the
+    unweighted q (x - 1)^2 ~ e^90 does not."""
+    w = torch.tensor([math.exp(-20.0), 1.0 - math.exp(-20.0)])
+    for dtype in (torch.float32, torch.float64):
+        logp = torch.tensor([39.0, -1.0], dtype=dtype, requires_grad=True)
+        loss = lad_loss(logp, torch.tensor([-1.0, -1.0], dtype=dtype), torch.tensor([-10.0, 0.0], dtype=dtype),
+                        eta=1.0, div="pearson", weights=w.to(dtype))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+        assert math.isclose(loss.item(), math.exp(-20 - 10) * math.expm1(50) ** 2, rel_tol=1e-4)
+
+
+def test_sequence_ratio_of_a_long_response_is_finite():
+    from ladsim.llm.token_loss import lad_token_loss
+
+    B, T = 2, 1000
+    logp = torch.full((B, T), -1.0)
+    loss = lad_token_loss(logp, logp - 0.5, torch.zeros(B), torch.ones(B, T), ratio="sequence")
+    assert torch.isfinite(loss)
+
+
+def test_sampled_std_mode_reports_the_distance_to_the_target_it_pursues():
+    from ladsim.bandit.config import BanditConfig
+    from ladsim.bandit.trainer import std_target_log_distribution, target_log_distribution, train
+
+    config = BanditConfig(arms=12, steps=4, seeds=2, log_every=2, mode="sampled", objectives=("lad",))
+    spec = config.reward_spec()
+    r = spec.expected_rewards()
+    sigma = math.sqrt(np.mean(spec.second_moment()) - np.mean(r) ** 2)  # uniform pi_old
+    expected = torch.log_softmax(torch.tensor(r / (sigma * config.eta)), -1)
+    torch.testing.assert_close(std_target_log_distribution(config), expected)
+    assert not torch.allclose(std_target_log_distribution(config), target_log_distribution(config))
+    frame = train(config).metrics
+    assert {"js_to_target", "js_to_std_target", "tv_to_target", "tv_to_std_target"} <= set(frame.columns)
+    assert (frame["js_to_std_target"] != frame["js_to_target"]).all()
+    for other in (config.replace(mode="exact"), config.replace(advantage_scale="none")):
+        assert std_target_log_distribution(other) is None
+        assert "js_to_std_target" not in train(other).metrics.columns
