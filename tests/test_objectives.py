@@ -417,3 +417,19 @@ def test_objectives_command_lists_every_entry():
     for name in BUILTIN:
         assert f"\n{name}: " in "\n" + result.output
     assert "flowrl.beta: float = 15" in result.output and "k3+" in result.output
+
+
+def test_exact_lad_folds_the_weights_into_the_perspective():
+    """In float32 the KL term of an arm with pi_old = e^-90 and pi = e^-0.1 overflows (ratio e^90 > 3.4e38)
+    while pi_old times it is representable: the registry's exact LAD must stay finite and equal the float64
+    value."""
+    lp = torch.tensor([[-0.1, -2.4]], dtype=torch.float64)
+    old = torch.tensor([[-90.0, -1e-30]], dtype=torch.float64)
+    adv = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    params = make_params("lad", {"eta": 1.0, "div": "kl"})
+    want = objective_loss("lad", Batch(lp, old, adv, weights=old.exp()), params)
+    got = objective_loss("lad", Batch(lp.float(), old.float(), adv.float(), weights=old.exp().float()), params)
+    assert torch.isfinite(got).all()
+    np.testing.assert_allclose(got.double().numpy(), want.numpy(), rtol=1e-5)
+    unfolded = (old.exp().float() * objective_terms("lad", Batch(lp.float(), old.float(), adv.float()), params))
+    assert not torch.isfinite(unfolded.sum(-1)).all()  # the test input really overflows without the fold

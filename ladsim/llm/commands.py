@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ladsim.divergences import get_divergence
-from ladsim.io import write_json
+from ladsim.io import check_out_file, write_json
 from ladsim.llm.token_loss import LOSS_AGG_MODES
 
 
@@ -32,13 +32,29 @@ def bench_loss(
     """Fused LAD vs eager GRPO/LAD, and the chunked LM head vs materialized logits: time and peak memory."""
     from ladsim.llm.bench import format_report, run_bench
 
+    from ladsim.resources import check_memory
+
     get_divergence(div)
-    if not eta > 0:
-        raise ValueError(f"--eta must be > 0, got {eta}")
+    if not 0 < eta < float("inf"):
+        raise ValueError(f"--eta must be a finite number > 0, got {eta}")
+    for flag, value in (("--tokens", tokens), ("--vocab", vocab), ("--dim", dim), ("--linear-tokens", linear_tokens),
+                        ("--repeats", repeats), ("--linear-repeats", linear_repeats)):
+        if value < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {value}")
+    if warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {warmup}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"--chunk-size must be a positive integer, got {chunk_size}")
-    if json_path is not None and json_path.exists() and json_path.is_dir():
-        raise ValueError(f"--json {json_path} is a directory")
+    if peak_bandwidth_gbs is not None and not 0 < peak_bandwidth_gbs < float("inf"):
+        raise ValueError(f"--peak-bandwidth-gbs must be a finite number > 0, got {peak_bandwidth_gbs}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    # float32 bytes held at once, generously: ~16 token tensors; LM head: weight + its gradient, hidden states and
+    # their gradient, and the materialized baseline's logits with softmax and gradient.
+    check_memory(4 * (16 * tokens + 2 * vocab * dim + 2 * linear_tokens * dim + 3 * linear_tokens * vocab),
+                 "bench loss")
+    if json_path is not None:  # before any work: a bad path must not cost the benchmark
+        check_out_file(json_path)
     res = run_bench(tokens=tokens, vocab=vocab, dim=dim, linear_tokens=linear_tokens, device=device,
                     repeats=repeats, linear_repeats=linear_repeats, warmup=warmup, div=div, eta=eta,
                     loss_agg_mode=loss_agg_mode, compile=compile, chunk_size=chunk_size,

@@ -8,7 +8,7 @@ from typing import Mapping
 from torch import Tensor
 
 from ladsim.divergences import get_divergence
-from ladsim.losses import lad_terms, lad_theory_loss
+from ladsim.losses import lad_loss, lad_terms, lad_theory_loss
 from ladsim.objectives.registry import Batch, check_number, register_objective
 
 _REF = "Li & Li, LAD: Learning Advantage Distribution for Reasoning, arXiv:2602.20132 (2026)"
@@ -26,8 +26,14 @@ class LADParams:
         get_divergence(self.div)
 
 
+def lad_exact(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> Tensor:
+    """``sum_y pi_old(y) l(y)`` with the weights folded into the perspective's log arguments (1-homogeneity)."""
+    return lad_loss(batch.logp, batch.logp_old, batch.advantages, eta=params.eta, div=params.div,
+                    weights=batch.weights, mask=batch.mask)
+
+
 @register_objective(
-    "lad", LADParams,
+    "lad", LADParams, exact_loss=lad_exact,
     formula="l = exp(u) f(r exp(-u)),  u = A/eta,  r = exp(logp - logp_old)",
     reference=_REF + ", practical LAD (no partition function)",
     summary="practical LAD: f-divergence to pi_old exp(A/eta)/Z without partition functions")

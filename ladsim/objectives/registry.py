@@ -108,6 +108,9 @@ class Objective:
             batch in every mode, and no token path can run it.
         needs: the optional :class:`Batch` fields the objective reads (``"entropy"``, ``"logp_ref"``), so that
             callers compute them only when needed.
+        exact_loss: ``(batch, params, state) -> (...)``, the ``pi_old``-weighted sum of the terms computed more
+            stably than ``sum_y w(y) l(y)`` (LAD folds the weights into its log-space arguments); used for
+            batches with weights, optional.
     """
 
     name: str
@@ -120,6 +123,7 @@ class Objective:
     init_state: InitState | None = None
     full_support: bool = False
     needs: frozenset[str] = frozenset()
+    exact_loss: FullLoss | None = None
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The parameters with ``overrides`` applied (strings are parsed by field type, e.g. from ``--set``)."""
@@ -139,7 +143,8 @@ OBJECTIVES: dict[str, Objective] = {}
 
 def register_objective(name: str, params: type, *, formula: str, reference: str, summary: str = "",
                        init_state: InitState | None = None, full_support: bool = False,
-                       needs: tuple[str, ...] = (), replace: bool = False) -> Callable[[Callable], Callable]:
+                       needs: tuple[str, ...] = (), exact_loss: FullLoss | None = None,
+                       replace: bool = False) -> Callable[[Callable], Callable]:
     """Decorator registering ``fn`` under ``name``: per-action terms, or the full loss if ``full_support``.
 
     ``params`` must be a frozen dataclass whose fields all have defaults; ``needs`` names the optional
@@ -166,7 +171,7 @@ def register_objective(name: str, params: type, *, formula: str, reference: str,
         OBJECTIVES[name] = Objective(
             name=name, params=params, terms=None if full_support else fn, loss=fn if full_support else None,
             formula=formula, reference=reference, summary=summary or (fn.__doc__ or "").strip().split("\n")[0],
-            init_state=init_state, full_support=full_support, needs=frozenset(needs))
+            init_state=init_state, full_support=full_support, needs=frozenset(needs), exact_loss=exact_loss)
         return fn
 
     return decorate
@@ -339,6 +344,8 @@ def objective_loss(objective: str | Objective, batch: Batch, params: Any = None,
     batch = batch.promoted()
     if obj.full_support:
         loss = obj.loss(batch, params, state or {})
+    elif batch.exact and obj.exact_loss is not None:
+        loss = obj.exact_loss(batch, params, state or {})
     else:
         loss = reduce_actions(obj.terms(batch, params, state or {}), batch.weights, batch.mask)
     for modifier in (kl, entropy_bonus):
