@@ -28,7 +28,7 @@ app.add_typer(bench_app, name="bench")
 
 
 def _register() -> None:
-    from ladsim import study_commands
+    from ladsim.studies import commands as study_commands
     from ladsim.bandit import commands as bandit_commands
     from ladsim.llm import commands as llm_commands
     from ladsim.objectives import commands as objective_commands

@@ -73,13 +73,17 @@ def is_ladsim_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and (path / MARKER).is_file()
 
 
-def check_out_dir(out: str | os.PathLike, overwrite: bool, flag: str = "--out") -> Path:
-    """Validate a run directory before any work starts; raises ``FileExistsError`` or ``OutputError``."""
+def check_out_dir(out: str | os.PathLike, overwrite: bool, flag: str = "--out", unique: bool = False) -> Path:
+    """Validate a run directory before any work starts; raises ``FileExistsError`` or ``OutputError``.
+
+    ``unique``: ``out`` is a proposed default name that the claim moves past (``-2``, ``-3``, ...) when another
+    process takes it first, so its existence is no error; only the parent must be writable.
+    """
     out = Path(out)
     if not str(out) or _is_cwd_or_parent(out):
         raise OutputError(f"{flag} {str(out) or repr('')} is the working directory or one of its parents; "
                           f"choose a new directory")
-    if out.exists() or out.is_symlink():
+    if (out.exists() or out.is_symlink()) and not unique:
         if not overwrite:
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another {flag}")
         if out.is_symlink() or not out.is_dir():
@@ -163,7 +167,7 @@ class _Claim:
 @contextmanager
 def claimed_dir(out: str | os.PathLike, overwrite: bool = False, unique: bool = False) -> Iterator[_Claim]:
     """``atomic_dir`` that also tells the final path (with ``unique`` it can differ from ``out``)."""
-    out = check_out_dir(out, overwrite)
+    out = check_out_dir(out, overwrite, unique=unique)
     out, created = _claim(out, overwrite, unique)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

@@ -258,7 +258,7 @@ def test_a_cache_file_under_another_runs_key_is_recomputed(tmp_path):
     study = studies.load_study(path)
     first = studies.run_study(study, tmp_path / "cache")
     grpo, lad = study.runs
-    shutil.copy(studies.cache_path(tmp_path / "cache", grpo), studies.cache_path(tmp_path / "cache", lad))
+    shutil.copy(studies.cache_path(tmp_path / "cache", grpo.key), studies.cache_path(tmp_path / "cache", lad.key))
     again = studies.run_study(study, tmp_path / "cache")
     assert (again.computed, again.cached) == (1, 1)  # the copied file is not trusted
     assert sorted(again.frames["final"]["objective"].unique()) == ["grpo", "lad"]

@@ -126,7 +126,7 @@ def test_unreadable_cache_file_is_recomputed(tmp_path):
     study = studies.load_study(write_study(tmp_path))
     cache = tmp_path / "cache"
     studies.run_study(study, cache)
-    path = studies.cache_path(cache, study.runs[1])
+    path = studies.cache_path(cache, study.runs[1].key)
     path.write_bytes(path.read_bytes()[:100])
     assert studies.load_frames(path) is None
     result = studies.run_study(study, cache)

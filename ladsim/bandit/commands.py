@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -14,9 +13,9 @@ from rich.table import Table
 
 from ladsim.bandit.config import MODES, OBJECTIVES, OPTIMIZERS, BanditConfig
 from ladsim.bandit.metrics import SUMMARY_METRICS
-from ladsim.bandit.rewards import load_reward_file
+from ladsim.bandit.rewards import default_arms, load_prior
 from ladsim.divergences import DIVERGENCES
-from ladsim.io import check_out_dir, check_out_file, claimed_dir, unique_path, write_json
+from ladsim.io import check_out_file, write_json
 
 console = Console(stderr=False)
 
@@ -47,15 +46,6 @@ def summary_table(summary: dict, title: str) -> Table:
             cells.append(f"{m['mean']:.3g}" + (f" ±{half:.1g}" if half > 1e-12 * max(1.0, abs(m["mean"])) else ""))
         table.add_row(objective, *cells)
     return table
-
-
-def _parse_prior(path: Optional[Path]) -> Optional[tuple[float, ...]]:
-    if path is None:
-        return None
-    values = load_reward_file(path, what="prior file")
-    if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(f"prior file {path} must hold finite probabilities > 0, one per arm")
-    return tuple(values.tolist())
 
 
 def run_bandit(
@@ -101,37 +91,26 @@ def run_bandit(
     """
     from ladsim.objectives import parse_assignments
 
-    from ladsim.bandit.run import check_finite, write_run_files
-    from ladsim.bandit.trainer import train
+    from ladsim.bandit.run import run
 
-    if arms is None:
-        is_file = Path(reward).suffix.lower() in (".csv", ".npy")
-        arms = len(load_reward_file(reward)) if is_file else 50
     config = BanditConfig(
-        arms=arms, reward=reward, objectives=tuple(objective), div=div, eta=eta, steps=steps, lr=lr,
-        optimizer=optimizer, mode=mode, group_size=group_size, advantage_scale=advantage_scale,
-        refresh_every=refresh_every, epochs=epochs, prior=_parse_prior(prior), init_std=init_std, clip=clip,
-        seeds=seeds, seed=seed, log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl,
-        kl_beta=kl_beta, entropy_coef=entropy_coef,
+        arms=default_arms(reward) if arms is None else arms, reward=reward, objectives=tuple(objective), div=div,
+        eta=eta, steps=steps, lr=lr, optimizer=optimizer, mode=mode, group_size=group_size,
+        advantage_scale=advantage_scale, refresh_every=refresh_every, epochs=epochs,
+        prior=None if prior is None else load_prior(prior), init_std=init_std, clip=clip, seeds=seeds, seed=seed,
+        log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
+        entropy_coef=entropy_coef,
     )
     unused = sorted(set(config.params) - set(config.objectives))
     if unused:
         raise ValueError(f"--set names {', '.join(unused)}, which is not among the objectives trained "
                          f"({', '.join(config.objectives)}); add it with -o")
-    default_out = out is None
-    out = out or unique_path(Path("runs") / f"bandit-{div}-{time.strftime('%Y%m%d-%H%M%S')}")
-    check_out_dir(out, overwrite)  # before any work: a bad --out must not cost a training run
-
     start = time.perf_counter()
-    with claimed_dir(out, overwrite, unique=default_out) as claim:  # exclusive from here on
-        with progress_bar() as bar:
-            task = bar.add_task(f"training {', '.join(config.objectives)}",
-                                total=config.steps * len(config.objectives))
-            result = train(config, on_steps=lambda n: bar.advance(task, n))
-        check_finite(result)
-        summary = write_run_files(result, claim.tmp)
-    out = claim.out
-    console.print(summary_table(summary, f"final step {config.steps}: mean [95% interval] over {seeds} seeds"))
+    with progress_bar() as bar:
+        task = bar.add_task(f"training {', '.join(config.objectives)}", total=config.steps * len(config.objectives))
+        out, summary, _ = run(config, out, overwrite=overwrite, on_steps=lambda n: bar.advance(task, n))
+    console.print(summary_table(summary, f"final step {config.steps}: mean ±half-width of the 95% bootstrap "
+                                         f"interval over {seeds} seeds"))
     console.print(f"wrote {out}/ (config.json, metrics.csv, final_policy.csv, summary.json, distribution.png) "
                   f"in {time.perf_counter() - start:.1f} s")
 

@@ -335,3 +335,18 @@ def parse_reward(spec: str, n_arms: int | None = None) -> RewardSpec:
     if n_arms is not None and len(values) != n_arms:
         raise ValueError(f"reward file {path} has {len(values)} rewards but --arms is {n_arms}")
     return ArrayReward(tuple(values.tolist()), source=str(path))
+
+
+def default_arms(reward: str, default: int = 50) -> int:
+    """The arm count a reward spec implies: a reward file's length, else ``default`` (the paper's 50)."""
+    if Path(reward).suffix.lower() in (".csv", ".npy"):
+        return len(load_reward_file(reward))
+    return default
+
+
+def load_prior(path: str | Path) -> tuple[float, ...]:
+    """``pi_old``'s prior from a ``.csv``/``.npy`` file: finite probabilities > 0, one per arm (normalized later)."""
+    values = load_reward_file(path, what="prior file")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(f"prior file {path} must hold finite probabilities > 0, one per arm")
+    return tuple(values.tolist())

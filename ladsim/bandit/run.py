@@ -5,9 +5,9 @@ Files (written into a temporary directory that is renamed into place only when c
 * ``config.json``        every resolved setting, the seeds, the reward spec, package versions;
 * ``metrics.csv``        tidy: ``objective, seed, step`` and one column per metric (``ladsim.bandit.metrics``);
 * ``final_policy.csv``   tidy: ``objective, seed, arm, probability`` plus the target and the reward per arm;
-* ``summary.json``       ``{"objectives": {name: {metric: {"mean", "lo", "hi"}}}}`` at the final step, the
-  interval being a 95% Student-t interval of the mean over seeds (``lo = hi = mean`` for one seed or when
-  every seed agrees);
+* ``summary.json``       ``{"interval": method, "objectives": {name: {metric: {"mean", "lo", "hi"}}}}`` at the
+  final step, the interval being ladsim's one estimator (``ladsim.stats``: 95% percentile bootstrap of the mean
+  over seeds; ``lo = hi = mean`` for one seed or when every seed agrees);
 * ``distribution.png``   the target beside each objective's final policy (the paper's Figure 1 layout).
 """
 
@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ladsim.bandit.metrics import STD_TARGET_METRICS, SUMMARY_METRICS
-from ladsim.bandit.trainer import TrainResult
-from ladsim.io import atomic_dir, write_json
+from ladsim.bandit.config import BanditConfig
+from ladsim.bandit.trainer import TrainResult, train
+from ladsim.io import atomic_dir, check_out_dir, claimed_dir, unique_path, write_json
+from ladsim.stats import METHOD, mean_interval
 from ladsim.plots import plot_distribution, save_figure
 
 
@@ -37,22 +40,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def mean_interval(values: np.ndarray, level: float = 0.95) -> dict[str, float]:
-    """Mean and a Student-t ``level`` interval of the mean of ``values (S,)``."""
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if values.size < 2 or np.ptp(values) == 0:
-        return {"mean": mean, "lo": mean, "hi": mean}
-    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return {"mean": mean, "lo": float(mean - half), "hi": float(mean + half)}
-
-
 def summarize(result: TrainResult, metrics: tuple[str, ...] = SUMMARY_METRICS) -> dict:
-    """``{"objectives": {objective: {metric: {"mean", "lo", "hi"}}}}`` at the last logged step."""
+    """``{"interval": METHOD, "objectives": {objective: {metric: {"mean", "lo", "hi"}}}}`` at the last logged
+    step, the intervals from :func:`ladsim.stats.mean_interval`."""
     frame = result.metrics
     final = frame[frame["step"] == frame["step"].max()]
     metrics = tuple(metrics) + tuple(m for m in STD_TARGET_METRICS if m in frame.columns and m not in metrics)
-    return {"objectives": {
+    return {"interval": METHOD, "objectives": {
         objective: {m: mean_interval(group[m].to_numpy()) for m in metrics}
         for objective, group in final.groupby("objective", sort=False)
     }}
@@ -85,6 +79,29 @@ def check_finite(result: TrainResult) -> None:
     if not np.all(np.isfinite(values)):
         raise ValueError("training diverged: the final metrics are not finite (NaN or inf); lower --lr or the "
                          "reward scale")
+
+
+def default_run_dir(config: BanditConfig) -> Path:
+    """``runs/bandit-<div>-<time>``, made unique (``-2``, ``-3``, ...) when it exists."""
+    return unique_path(Path("runs") / f"bandit-{config.div}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def run(config: BanditConfig, out: str | Path | None = None, *, overwrite: bool = False,
+        on_steps: Callable[[int], None] | None = None) -> tuple[Path, dict, TrainResult]:
+    """Train ``config`` and write its run directory: ``(directory, summary, result)``.
+
+    ``out`` is checked before any training and claimed exclusively while the run writes (a concurrent run with
+    the same ``out`` gets a ``ValueError``); ``None`` picks :func:`default_run_dir`. ``overwrite`` replaces only
+    a directory ladsim wrote. A diverged run (non-finite metrics) raises ``ValueError`` and writes nothing.
+    """
+    default_out = out is None
+    out = default_run_dir(config) if default_out else Path(out)
+    check_out_dir(out, overwrite, unique=default_out)  # before any work: a bad out must not cost a training run
+    with claimed_dir(out, overwrite, unique=default_out) as claim:
+        result = train(config, on_steps=on_steps)
+        check_finite(result)
+        summary = write_run_files(result, claim.tmp)
+    return claim.out, summary, result
 
 
 def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> dict:

@@ -1,6 +1,6 @@
 """CLI commands for studies: ``ladsim study run FILE``, ``ladsim study plot FILE`` and ``ladsim figures``.
 
-Parse, delegate (``ladsim.studies`` computes, ``ladsim.plots`` draws), report.
+Parse, delegate (:mod:`ladsim.studies` computes and draws), report.
 """
 
 from __future__ import annotations
@@ -25,41 +25,20 @@ def _default_jobs() -> int:
 
 
 def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int) -> list:
-    from ladsim import studies
+    from ladsim.studies.figures import run_studies
 
-    parsed = [studies.load_study(f) for f in files]
-    results = []
-    executor = studies.make_executor(jobs) if jobs > 1 else None
-    try:
-        with progress_bar() as bar:
-            for study in parsed:
-                task = bar.add_task(f"{study.name} ({len(study.runs)} runs)", total=study.cost)
-                result = studies.run_study(study, cache, jobs=jobs, executor=executor,
-                                           on_run=lambda run, _computed, t=task: bar.advance(t, run.cost))
-                studies.save_data(result, data)
-                results.append(result)
-    finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+    tasks = {}
+    with progress_bar() as bar:
+        def on_progress(study, done, total):
+            if study.name not in tasks:
+                tasks[study.name] = bar.add_task(f"{study.name} ({len(study.runs)} runs)", total=total)
+            bar.update(tasks[study.name], completed=done)
+
+        results = run_studies(files, cache, data, jobs=jobs, on_progress=on_progress)
     for r in results:
         console.print(f"{r.study.name}: {r.computed} run(s) computed, {r.cached} from the cache, "
                       f"{r.seconds:.1f} s -> {data}/{r.study.name}_*.csv")
     return results
-
-
-def _plot(study, data: Path, out: Path, formats: tuple[str, ...]) -> list[Path]:
-    from ladsim import plots, studies
-
-    frames = studies.load_data(study, data)
-    if study.figure not in plots.FIGURES:
-        raise ValueError(f"{study.path}: unknown figure {study.figure!r}; "
-                         f"choose from: {', '.join(plots.FIGURES)}")
-    try:
-        fig = plots.FIGURES[study.figure](frames, title=study.title, caption=study.caption, **study.plot)
-    except KeyError as err:  # data written by another version, or edited by hand
-        raise ValueError(f"the data of study {study.name} in {data} lacks {err}; run "
-                         f"`ladsim study run {study.path}` again") from None
-    return plots.save_figure(fig, out / study.name, formats=formats)
 
 
 @study_app.command("run")
@@ -81,9 +60,9 @@ def study_plot(
     formats: List[str] = typer.Option(["png", "pdf"], "--format", help="File formats (repeatable)."),
 ) -> None:
     """Draw FILE's figure from its saved data (no training)."""
-    from ladsim import studies
+    from ladsim.studies import draw_study, load_study
 
-    for path in _plot(studies.load_study(file), data, out, tuple(formats)):
+    for path in draw_study(load_study(file), data, out, tuple(formats)):
         console.print(f"wrote {path}")
 
 
@@ -95,19 +74,19 @@ def figures(
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only these studies (file stems)."),
 ) -> None:
     """Run every study in studies/ (cached runs are reused) and draw every figure (PNG and PDF)."""
-    from ladsim import studies
+    from ladsim.studies import clean_stale_temps, draw_study, study_files
 
     start = time.perf_counter()
-    files = studies.study_files(studies_dir)
+    files = study_files(studies_dir)
     if only:
         files = [f for f in files if f.stem in only]
         if not files:
             raise ValueError(f"no study named {', '.join(only)} in {studies_dir}")
     data = out / "data"
-    studies.clean_stale_temps(cache, out, data)
+    clean_stale_temps(cache, out, data)
     results = _run_studies(files, cache, data, jobs)
     for result in results:
-        for path in _plot(result.study, data, out, ("png", "pdf")):
+        for path in draw_study(result.study, data, out, ("png", "pdf")):
             console.print(f"wrote {path}")
     console.print(f"figures done in {time.perf_counter() - start:.1f} s "
                   f"({sum(r.computed for r in results)} runs computed, "
