@@ -101,7 +101,7 @@ def write_run_files(result: TrainResult, tmp: Path) -> dict:
     write_json(tmp / "config.json", {
         "bandit": config.to_dict(),
         "seed_indices": list(range(config.seeds)),
-        "seed_note": "one torch generator seeded with `seed` drives all seed indices at once",
+        "seed_note": "seed index i draws from its own random stream, keyed by (seed, i) (ladsim.streams)",
         "reward_spec": config.reward_spec().describe(),
         "versions": package_versions(),
     })
