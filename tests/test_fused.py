@@ -225,3 +225,26 @@ def test_device_setting_validated_and_cpu_runs():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             train_objective(BanditConfig(arms=6, steps=5, seeds=2, device="cuda"), "lad")
+
+
+# --- plots that scale -----------------------------------------------------------------------------------
+
+def test_distribution_plot_is_bars_for_50_arms_and_one_area_for_many():
+    import matplotlib.collections
+    import matplotlib.patches
+
+    from ladsim import plots
+
+    for n, bars in ((50, True), (5000, False)):
+        target = np.exp(-0.5 * ((np.arange(n) - n / 3) / (n / 20)) ** 2)
+        target /= target.sum()
+        fig = plots.plot_distribution(target, {"lad": target, "grpo": target[::-1]},
+                                      spread={"lad": np.stack([0.9 * target, 1.1 * target])})
+        patches = [p for ax in fig.axes for p in ax.patches if isinstance(p, matplotlib.patches.Rectangle)]
+        areas = [c for ax in fig.axes for c in ax.collections
+                 if isinstance(c, matplotlib.collections.PolyCollection)]
+        if bars:
+            assert len(patches) == 3 * n and not areas  # today's look: a bar per arm
+        else:
+            assert not patches and len(areas) == 4  # three distributions and one band, one polygon each
+        plots.plt.close(fig)
