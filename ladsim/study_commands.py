@@ -24,10 +24,15 @@ def _default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int) -> list:
+def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int, device: str = "cpu") -> list:
     from ladsim import studies
 
     parsed = [studies.load_study(f) for f in files]
+    if device != "cpu":  # bandit studies train there (a landscape has no device); the cache keys stay the same
+        from ladsim.bandit.trainer import resolve_device
+
+        resolve_device(device)
+        parsed = [studies.load_study(s.path, {"device": device}) if s.kind == "bandit" else s for s in parsed]
     results = []
     executor = studies.make_executor(jobs) if jobs > 1 else None
     try:
@@ -68,9 +73,10 @@ def study_run(
     cache: Path = typer.Option(Path("studies/cache"), help="Directory of cached runs."),
     data: Path = typer.Option(Path("figures/data"), help="Where the study's tidy CSV frames are written."),
     jobs: int = typer.Option(_default_jobs(), help="Worker processes (1 = in this process)."),
+    device: str = typer.Option("cpu", help="Where bandit runs train: cpu or cuda (cuda:K)."),
 ) -> None:
     """Run every run of FILE not yet in the cache, then save the study's tidy frames beside the figures."""
-    _run_studies([file], cache, data, jobs)
+    _run_studies([file], cache, data, jobs, device)
 
 
 @study_app.command("plot")
@@ -93,6 +99,7 @@ def figures(
     out: Path = typer.Option(Path("figures"), help="Directory of the figures; data goes to OUT/data."),
     jobs: int = typer.Option(_default_jobs(), help="Worker processes (1 = in this process)."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only these studies (file stems)."),
+    device: str = typer.Option("cpu", help="Where bandit runs train: cpu or cuda (cuda:K)."),
 ) -> None:
     """Run every study in studies/ (cached runs are reused) and draw every figure (PNG and PDF)."""
     from ladsim import studies
@@ -105,7 +112,7 @@ def figures(
             raise ValueError(f"no study named {', '.join(only)} in {studies_dir}")
     data = out / "data"
     studies.clean_stale_temps(cache, out, data)
-    results = _run_studies(files, cache, data, jobs)
+    results = _run_studies(files, cache, data, jobs, device)
     for result in results:
         for path in _plot(result.study, data, out, ("png", "pdf")):
             console.print(f"wrote {path}")

@@ -248,3 +248,26 @@ def test_distribution_plot_is_bars_for_50_arms_and_one_area_for_many():
         else:
             assert not patches and len(areas) == 4  # three distributions and one band, one polygon each
         plots.plt.close(fig)
+
+
+def test_studies_take_a_device_without_changing_their_cache_keys(tmp_path, capsys):
+    import sys
+
+    from ladsim import cli, studies
+
+    path = sorted(p for p in studies.study_files("studies") if studies.load_study(p).kind == "bandit")[0]
+    plain = studies.load_study(path)
+    on_cpu = studies.load_study(path, {"device": "cpu"})
+    assert [r.key for r in plain.runs] == [r.key for r in on_cpu.runs]
+    assert all(r.config.device == "cpu" for r in on_cpu.runs)
+    if not torch.cuda.is_available():
+        argv = sys.argv
+        sys.argv = ["ladsim", "study", "run", str(path), "--device", "cuda", "--cache", str(tmp_path / "c"),
+                    "--data", str(tmp_path / "d"), "--jobs", "1"]
+        try:
+            with pytest.raises(SystemExit) as done:
+                cli.main()
+        finally:
+            sys.argv = argv
+        assert done.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
+        assert not (tmp_path / "c").exists()
