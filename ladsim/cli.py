@@ -3,6 +3,12 @@
 Every command lives beside the code it drives; this module only assembles them. Errors a user can fix
 (bad values, missing files, an existing output) are printed as one line with exit code 2; set
 ``LADSIM_DEBUG=1`` to see the traceback instead.
+
+Startup: importing this module imports typer and nothing heavy. The commands (and torch, pandas, matplotlib
+behind them) are imported when ``app`` is first used; ``ladsim``, ``ladsim --help`` and ``ladsim --version``
+answer from the table ``COMMANDS`` without importing any of them (a test holds the table to the commands'
+own help). After a command the process exits without the interpreter's teardown, which takes ~0.3-1 s once
+torch is loaded.
 """
 
 from __future__ import annotations
@@ -13,9 +19,40 @@ import sys
 
 import typer
 
-app = typer.Typer(
+HELP = "Controlled bandit and toy-theory simulator for GRPO and LAD (Learning Advantage Distribution)."
+# name -> the first line of its help, for the instant top-level --help
+COMMANDS = {
+    "run": "Train policies and write a run directory.",
+    "bench": "Benchmarks that print ratios measured side by side in one run.",
+    "verify": "Verify Lemma 3.1, Lemma 3.2, the LAD gradient, Theorem B.1 and the facts about the objectives LAD "
+              "is compared with (KL estimators, entropy mechanism, KL-penalty and FlowRL fixed points) "
+              "numerically (docs/theory.md).",
+    "objectives": "List every registered objective: its loss, parameters with defaults, and reference.",
+    "study": "Run a study file (a grid of cached runs) and draw its figure.",
+    "figures": "Run every study in studies/ (cached runs are reused) and draw every figure (PNG and PDF).",
+}
+
+
+def version() -> str:
+    """The installed package's version (``pyproject.toml``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("ladsim")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"ladsim {version()}")
+        raise typer.Exit()
+
+
+_app = typer.Typer(
     name="ladsim",
-    help="Controlled bandit and toy-theory simulator for GRPO and LAD (Learning Advantage Distribution).",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -23,11 +60,24 @@ app = typer.Typer(
 run_app = typer.Typer(help="Train policies and write a run directory.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks that print ratios measured side by side in one run.",
                         no_args_is_help=True)
-app.add_typer(run_app, name="run")
-app.add_typer(bench_app, name="bench")
+_app.add_typer(run_app, name="run")
+_app.add_typer(bench_app, name="bench")
+
+
+@_app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                            help="Print the version and exit.")) -> None:
+    """Controlled bandit and toy-theory simulator for GRPO and LAD (Learning Advantage Distribution)."""
+
+
+_registered = False
 
 
 def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from ladsim.studies import commands as study_commands
     from ladsim.bandit import commands as bandit_commands
     from ladsim.llm import commands as llm_commands
@@ -37,13 +87,28 @@ def _register() -> None:
     run_app.command("bandit")(bandit_commands.run_bandit)
     bench_app.command("bandit")(bandit_commands.bench_bandit)
     bench_app.command("loss")(llm_commands.bench_loss)
-    app.command("verify")(theory_commands.verify)
-    app.command("objectives")(objective_commands.list_objectives_command)
-    app.add_typer(study_commands.study_app, name="study")
-    app.command("figures")(study_commands.figures)
+    _app.command("verify")(theory_commands.verify)
+    _app.command("objectives")(objective_commands.list_objectives_command)
+    _app.add_typer(study_commands.study_app, name="study")
+    _app.command("figures")(study_commands.figures)
 
 
-_register()
+def __getattr__(name: str):
+    """``ladsim.cli.app``: the full typer app, its commands imported on first access."""
+    if name == "app":
+        _register()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def top_level_help() -> str:
+    """``ladsim --help`` from the ``COMMANDS`` table (no command module imported)."""
+    width = max(map(len, COMMANDS))
+    lines = ["Usage: ladsim [OPTIONS] COMMAND [ARGS]...", "", f"  {HELP}", "", "Options:",
+             f"  {'--version':<{width + 2}}Print the version and exit.",
+             f"  {'--help':<{width + 2}}Show this message and exit.", "", "Commands:"]
+    lines += [f"  {name:<{width + 2}}{text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def _terminate(signum, frame) -> None:
@@ -53,15 +118,43 @@ def _terminate(signum, frame) -> None:
 
 
 def main() -> None:
-    """Console entry point: one-line errors with exit code 2 instead of tracebacks."""
+    """Console entry point: one-line errors with exit code 2 instead of tracebacks, and a fast exit."""
     signal.signal(signal.SIGTERM, _terminate)
+    args = sys.argv[1:]
+    if args in ([], ["--help"]):
+        print(top_level_help())
+        return
+    if args == ["--version"]:
+        print(f"ladsim {version()}")
+        return
+    code = 0
     try:
-        app()
+        _register()
+        _app()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if not isinstance(done.code, (int, type(None))):
+            print(done.code, file=sys.stderr)
     except (ValueError, OSError) as err:
         if os.environ.get("LADSIM_DEBUG"):
             raise
         typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        code = 2
+    if "torch" in sys.modules and _is_entry_process() and not os.environ.get("LADSIM_DEBUG"):
+        # skip the interpreter's teardown of torch's modules (everything is written and closed by now)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _is_entry_process() -> bool:
+    """Whether this process is the ``ladsim`` console script or ``python -m ladsim.cli`` (not a caller of
+    ``main()`` such as a test, whose process must go on)."""
+    entry = sys.modules.get("__main__")
+    spec = getattr(entry, "__spec__", None)
+    script = os.path.basename(getattr(entry, "__file__", None) or "")
+    return (spec is not None and spec.name == "ladsim.cli") or script == "ladsim"
 
 
 if __name__ == "__main__":

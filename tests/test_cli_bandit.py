@@ -177,11 +177,35 @@ def test_help_lists_the_flags():
 def test_bench_bandit_json(tmp_path):
     path = tmp_path / "bench.json"
     result = invoke(["bench", "bandit", "--seeds", "5", "--steps", "10", "--arms", "8", "--naive-seeds", "1",
-                     "--json", str(path)])
+                     "--objectives-seeds", "2", "--sizes", "8,16", "--no-cli", "--json", str(path)])
     assert result.exit_code == 0, result.output
     data = json.loads(path.read_text())
     assert {"vectorized_s", "naive_per_seed_s", "speedup"} <= set(data) and data["speedup"] > 0
     assert "speedup" in result.output
+    assert data["max_policy_diff_autograd"] < 1e-12 and data["autograd_s"] > 0
+    assert set(data["objectives_s"]) >= {"grpo", "lad", "lad-theory", "entadv", "clip-cov", "kl-cov", "flowrl"}
+    assert set(data["sizes"]) == {"8", "16"}
+    for probe in data["sizes"].values():
+        assert probe["peak_rss_mb"] > 0 and set(probe["ms_per_step"]) == {"grpo", "lad", "lad-theory"}
+
+
+def test_device_and_threads_flags(tmp_path, capsys):
+    import torch
+
+    args = ["run", "bandit", "--arms", "6", "--steps", "4", "--seeds", "2", "--threads", "1"]
+    assert invoke([*args, "--device", "cpu", "--out", str(tmp_path / "cpu")]).exit_code == 0
+    config = json.loads((tmp_path / "cpu" / "config.json").read_text())["bandit"]
+    assert config["device"] == "cpu"
+    code, _, err = run_main([*args, "--device", "tpu", "--out", str(tmp_path / "tpu")], capsys)
+    assert code == 2 and err.startswith("error: --device") and not (tmp_path / "tpu").exists()
+    code, _, err = run_main([*args, "--threads", "0", "--out", str(tmp_path / "zero")], capsys)
+    assert code == 2 and err.startswith("error: --threads")
+    if not torch.cuda.is_available():
+        code, _, err = run_main([*args, "--device", "cuda", "--out", str(tmp_path / "cuda")], capsys)
+        assert code == 2 and "CUDA is not available" in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "cuda").exists()
+        code, _, err = run_main(["bench", "bandit", "--device", "cuda", "--no-cli"], capsys)
+        assert code == 2 and "CUDA is not available" in err
 
 
 def test_console_script_runs():

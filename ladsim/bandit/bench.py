@@ -3,10 +3,20 @@
 The naive baseline is what a paper script does: one seed at a time, a ``(N,)`` logit vector, the same loss core
 and optimizer, 4000 Python-level steps per seed. It is timed on a few seeds and scaled to the full seed count
 (its cost is linear in seeds); the vectorized engine trains every seed in one ``(S, N)`` computation.
+
+Beside it, in the same run: the fused engine (the default) against the autograd reference on the same batch,
+every objective at 8 seeds, the time per step and peak memory at N in {50, 4096, 151936} (each size in a fresh
+process, so that its peak resident memory is its own), and the wall time of CLI commands (``--help``, the
+default 50-arm run, a 151,936-arm run with its figure) as a user sees them.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -14,6 +24,9 @@ import torch
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.trainer import exact_advantages, log_prior, make_optimizer, torch_dtype, train_objective
 from ladsim.losses import lad_loss
+from ladsim.objectives import list_objectives
+
+SIZES = (50, 4096, 151936)  # arms: the paper's bandit, a small vocabulary, Qwen's vocabulary
 
 
 def naive_single_seed(config: BanditConfig) -> torch.Tensor:
@@ -34,37 +47,142 @@ def naive_single_seed(config: BanditConfig) -> torch.Tensor:
 
 
 def bench_bandit(seeds: int = 1000, steps: int = 4000, arms: int = 50, naive_seeds: int = 3,
-                 div: str = "js", dtype: str = "float64") -> dict:
-    """Time both engines; returns ``{"vectorized_s", "naive_per_seed_s", "speedup", ...}``.
+                 div: str = "js", dtype: str = "float64", device: str = "cpu", threads: int | None = None,
+                 objectives_seeds: int = 8, sizes: tuple[int, ...] = SIZES, size_seeds: int = 2,
+                 size_steps: int = 20, cli: bool = True, autograd: bool = True) -> dict:
+    """Time the engines side by side; returns ``{"vectorized_s", "naive_per_seed_s", "speedup", ...}``.
 
-    ``naive_per_seed_s`` is the naive loop's time for all ``seeds`` seeds, scaled from ``naive_seeds`` timed
-    runs; ``naive_one_seed_s`` is its measured mean time for one seed.
+    ``vectorized_s`` is the default (fused) engine on ``seeds x steps x arms``; ``autograd_s`` the autograd
+    reference on the same batch (``autograd=False`` skips it). ``naive_per_seed_s`` is the naive loop's time for
+    all ``seeds`` seeds, scaled from ``naive_seeds`` timed runs; ``naive_one_seed_s`` is its measured mean time
+    for one seed. ``objectives_s``: every registered objective at ``objectives_seeds`` seeds (fused, and
+    autograd for the ratio). ``sizes``: per number of arms, ms per step and peak memory of ``size_seeds`` seeds
+    (fused, all objectives of the paper's figure), each in a fresh process. ``cli``: wall times of
+    ``ladsim --help``, ``ladsim run bandit --arms 50 --div js`` and ``ladsim run bandit --arms 151936 --steps 200
+    --seeds 2`` in subprocesses, everything included.
     """
     if seeds < 1 or steps < 1 or naive_seeds < 1:
         raise ValueError("--seeds, --steps and --naive-seeds must be >= 1")
     config = BanditConfig(arms=arms, seeds=seeds, steps=steps, objectives=("lad",), div=div, log_every=steps,
-                          dtype=dtype)
+                          dtype=dtype, device=device)
     # Warm up both paths briefly (first-call allocations, lazy imports) so neither pays them in the timing.
-    train_objective(config.replace(steps=10, log_every=10), "lad")
+    train_objective(config.replace(steps=10, log_every=10), "lad", threads=threads)
     naive_single_seed(config.replace(steps=10, seeds=1))
 
     start = time.perf_counter()
-    vectorized_policy = train_objective(config, "lad")[1]
+    vectorized_policy = train_objective(config, "lad", threads=threads)[1]
     vectorized_s = time.perf_counter() - start
+    autograd_s = None
+    if autograd:
+        start = time.perf_counter()
+        autograd_policy = train_objective(config, "lad", engine="autograd", threads=threads)[1]
+        autograd_s = time.perf_counter() - start
 
     start = time.perf_counter()
     for _ in range(naive_seeds):
         naive_policy = naive_single_seed(config.replace(seeds=1))
     naive_one = (time.perf_counter() - start) / naive_seeds
-    # Same maths, so the same policy (the engines differ only in batching).
+    # Same maths, so the same policy (the engines differ only in batching and in how the gradient is taken).
     max_policy_diff = float((torch.as_tensor(vectorized_policy[0]) - naive_policy).abs().max())
     naive_total = naive_one * seeds
-    return {
+    result = {
         "seeds": seeds, "steps": steps, "arms": arms, "div": div, "dtype": dtype, "naive_seeds_timed": naive_seeds,
-        "threads": torch.get_num_threads(),
+        "threads": threads if threads is not None else torch.get_num_threads(),
         "vectorized_s": vectorized_s,
         "naive_one_seed_s": naive_one,
         "naive_per_seed_s": naive_total,
         "speedup": naive_total / vectorized_s,
         "max_policy_diff": max_policy_diff,
+        "engine": "fused",
+        "device": device,
+        "autograd_s": autograd_s,
+        "fused_over_autograd": None if autograd_s is None else autograd_s / vectorized_s,
+        "max_policy_diff_autograd": None if autograd_s is None
+        else float(abs(autograd_policy - vectorized_policy).max()),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
+    if objectives_seeds:
+        result["objectives_seeds"] = objectives_seeds
+        result["objectives_s"] = _time_objectives(config.replace(seeds=objectives_seeds), threads, autograd)
+    if sizes:
+        result["sizes"] = {str(n): _measure_size(n, size_seeds, size_steps, dtype, device) for n in sizes}
+    if cli:
+        result["cli_s"] = _time_cli(device)
+    return result
+
+
+def _time_objectives(config: BanditConfig, threads: int | None, autograd: bool) -> dict[str, dict[str, float]]:
+    """``{objective: {"fused": s, "autograd": s}}`` for ``config`` (exact mode, frozen pi_old)."""
+    out = {}
+    for name in list_objectives():
+        run = config.replace(objectives=(name,))
+        times = {}
+        for engine in ("fused", "autograd") if autograd else ("fused",):
+            train_objective(run.replace(steps=5, log_every=5), name, engine=engine, threads=threads)
+            start = time.perf_counter()
+            train_objective(run, name, engine=engine, threads=threads)
+            times[engine] = time.perf_counter() - start
+        out[name] = times
+    return out
+
+
+def size_probe(arms: int, seeds: int, steps: int, dtype: str, device: str) -> dict:
+    """Time per step and peak memory of the paper's objectives at ``arms`` arms, in this process (call it in a
+    fresh one: the peak resident set is the process's high-water mark)."""
+    import resource
+
+    config = BanditConfig(arms=arms, seeds=seeds, steps=steps, log_every=steps, dtype=dtype, device=device)
+    train_objective(config.replace(steps=2, log_every=2), "lad")  # warm-up: lazy imports, first allocations
+    before = _rss_mb()
+    per_objective = {}
+    for name in config.objectives:
+        start = time.perf_counter()
+        train_objective(config, name)
+        per_objective[name] = (time.perf_counter() - start) / steps * 1e3
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out = {"arms": arms, "seeds": seeds, "steps": steps, "ms_per_step": per_objective,
+           "peak_rss_mb": peak, "rss_before_mb": before, "peak_over_start_mb": max(0.0, peak - before)}
+    if device.startswith("cuda"):
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _measure_size(arms: int, seeds: int, steps: int, dtype: str, device: str) -> dict:
+    code = ("import json, sys; from ladsim.bandit.bench import size_probe; "
+            f"print(json.dumps(size_probe({arms}, {seeds}, {steps}, {dtype!r}, {device!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"size probe at {arms} arms failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _time_cli(device: str) -> dict[str, float]:
+    """Wall seconds of ladsim commands in fresh processes (imports, training, files, exit: what a user waits)."""
+    exe = [sys.executable, "-m", "ladsim.cli"]
+    runs = {
+        "help": ["--help"],
+        "run_bandit_50": ["run", "bandit", "--arms", "50", "--div", "js", "--device", device],
+        "run_bandit_151936": ["run", "bandit", "--arms", "151936", "--steps", "200", "--seeds", "2",
+                              "--device", device],
+    }
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="ladsim-bench-") as tmp:
+        for name, args in runs.items():
+            if args[0] == "run":
+                args = [*args, "--out", os.path.join(tmp, name)]
+            start = time.perf_counter()
+            proc = subprocess.run([*exe, *args], capture_output=True, text=True, cwd=tmp)
+            out[name] = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise RuntimeError(f"ladsim {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return out

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from ladsim.bandit.config import MODES, OBJECTIVES, OPTIMIZERS, BanditConfig
+from ladsim.bandit.bench import SIZES
 from ladsim.bandit.metrics import SUMMARY_METRICS
 from ladsim.bandit.rewards import default_arms, load_prior
 from ladsim.divergences import DIVERGENCES
@@ -48,6 +49,11 @@ def summary_table(summary: dict, title: str) -> Table:
     return table
 
 
+def _check_threads(threads: Optional[int]) -> None:
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+
+
 def run_bandit(
     arms: Optional[int] = typer.Option(None, help="Number of arms (default 50; a reward file sets its own)."),
     div: str = typer.Option("js", help=f"f-divergence of LAD: {', '.join(DIVERGENCES)}."),
@@ -79,6 +85,9 @@ def run_bandit(
     seed: int = typer.Option(0, help="Random seed of the run."),
     log_every: int = typer.Option(50, help="Log metrics every this many steps."),
     dtype: str = typer.Option("float64", help="float64 (exact numbers) or float32 (faster on many seeds)."),
+    device: str = typer.Option("cpu", help="Where to train: cpu or cuda (cuda:K)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: 1 below 65536 seeds x arms, "
+                                                     "else all cores)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/bandit-<div>-<time>)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
 ) -> None:
@@ -92,6 +101,7 @@ def run_bandit(
     from ladsim.objectives import parse_assignments
 
     from ladsim.bandit.run import run
+    from ladsim.bandit.trainer import resolve_device
 
     config = BanditConfig(
         arms=default_arms(reward) if arms is None else arms, reward=reward, objectives=tuple(objective), div=div,
@@ -99,8 +109,10 @@ def run_bandit(
         advantage_scale=advantage_scale, refresh_every=refresh_every, epochs=epochs,
         prior=None if prior is None else load_prior(prior), init_std=init_std, clip=clip, seeds=seeds, seed=seed,
         log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
-        entropy_coef=entropy_coef,
+        entropy_coef=entropy_coef, device=device,
     )
+    _check_threads(threads)
+    resolve_device(config.device)  # a clear error now, before any file is touched
     unused = sorted(set(config.params) - set(config.objectives))
     if unused:
         raise ValueError(f"--set names {', '.join(unused)}, which is not among the objectives trained "
@@ -108,7 +120,8 @@ def run_bandit(
     start = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task(f"training {', '.join(config.objectives)}", total=config.steps * len(config.objectives))
-        out, summary, _ = run(config, out, overwrite=overwrite, on_steps=lambda n: bar.advance(task, n))
+        out, summary, _ = run(config, out, overwrite=overwrite, on_steps=lambda n: bar.advance(task, n),
+                              threads=threads)
     console.print(summary_table(summary, f"final step {config.steps}: mean ±half-width of the 95% bootstrap "
                                          f"interval over {seeds} seeds"))
     console.print(f"wrote {out}/ (config.json, metrics.csv, final_policy.csv, summary.json, distribution.png) "
@@ -120,28 +133,67 @@ def bench_bandit(
     steps: int = typer.Option(4000, help="Optimizer steps per seed."),
     arms: int = typer.Option(50, help="Arms."),
     naive_seeds: int = typer.Option(3, help="Seeds the naive loop is timed on (then scaled)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads for both engines (default: torch's)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads of the engines (default: 1 below 65536 "
+                                                     "seeds x arms, else all cores; the naive loop: torch's)."),
     dtype: str = typer.Option("float64", help="float64 or float32, for both engines."),
+    device: str = typer.Option("cpu", help="Where the engines train: cpu or cuda (cuda:K)."),
+    objectives_seeds: int = typer.Option(8, help="Seeds of the per-objective timings (0 = skip)."),
+    sizes: str = typer.Option(",".join(map(str, SIZES)), help="Arms of the time-per-step and peak-memory probes, "
+                                                              "comma-separated ('' = skip)."),
+    cli: bool = typer.Option(True, help="Also time ladsim --help and two `ladsim run bandit` commands end to end."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON here."),
 ) -> None:
     """Vectorized engine (all seeds in one batch) against a naive per-seed loop, timed in the same run."""
-    import torch
-
     from ladsim.bandit.bench import bench_bandit as measure
+    from ladsim.bandit.trainer import resolve_device
 
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    _check_threads(threads)
+    resolve_device(device)
+    try:
+        arm_sizes = tuple(int(a) for a in sizes.split(",") if a.strip())
+    except ValueError:
+        raise ValueError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
     if json_path is not None:
-        check_out_file(json_path)  # before any work (BanditConfig then checks the memory the sizes need)
-    console.print(f"timing practical LAD, exact mode, {dtype}: {seeds} seeds x {steps} steps x {arms} arms ...")
-    result = measure(seeds=seeds, steps=steps, arms=arms, naive_seeds=naive_seeds, dtype=dtype)
-    console.print(f"vectorized ({seeds} seeds in one batch): {result['vectorized_s']:.2f} s")
-    console.print(f"naive per-seed loop: {result['naive_one_seed_s']:.2f} s per seed, timed on {naive_seeds}, "
-                  f"{result['naive_per_seed_s']:.0f} s scaled to {seeds} seeds")
-    console.print(f"speedup: {result['speedup']:.0f}x   (same policy: max |diff| = {result['max_policy_diff']:.1e}, "
-                  f"{result['threads']} threads)")
+        check_out_file(json_path)  # before any work
+    console.print(f"timing practical LAD, exact mode, {dtype}, {device}: {seeds} seeds x {steps} steps x {arms} "
+                  "arms ...")
+    r = measure(seeds=seeds, steps=steps, arms=arms, naive_seeds=naive_seeds, dtype=dtype, device=device,
+                threads=threads, objectives_seeds=objectives_seeds, sizes=arm_sizes, cli=cli)
+    load = r["load_average"]
+    console.print(f"{r['date']}, {r['cpus']} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+                  if load else r["date"])
+    console.print(f"vectorized, fused engine ({seeds} seeds in one batch): {r['vectorized_s']:.2f} s")
+    if r["autograd_s"] is not None:
+        console.print(f"vectorized, autograd reference: {r['autograd_s']:.2f} s  "
+                      f"(fused {r['fused_over_autograd']:.1f}x faster, "
+                      f"same policy: max |diff| = {r['max_policy_diff_autograd']:.1e})")
+    console.print(f"naive per-seed loop: {r['naive_one_seed_s']:.2f} s per seed, timed on {naive_seeds}, "
+                  f"{r['naive_per_seed_s']:.0f} s scaled to {seeds} seeds")
+    console.print(f"speedup: {r['speedup']:.0f}x   (same policy: max |diff| = {r['max_policy_diff']:.1e}, "
+                  f"{r['threads']} threads)")
+    if "objectives_s" in r:
+        table = Table(title=f"every objective, {r['objectives_seeds']} seeds x {steps} steps x {arms} arms (s)")
+        for column in ("objective", "fused", "autograd", "ratio"):
+            table.add_column(column, justify="left" if column == "objective" else "right")
+        for name, t in r["objectives_s"].items():
+            auto = t.get("autograd")
+            table.add_row(name, f"{t['fused']:.3f}", "" if auto is None else f"{auto:.3f}",
+                          "" if auto is None else f"{auto / t['fused']:.1f}x")
+        console.print(table)
+    if "sizes" in r:
+        table = Table(title="LLM-sized action sets: fused engine, paper objectives, ms per step and peak memory")
+        for column in ("arms", "seeds", "grpo", "lad", "lad-theory", "peak RSS MB", "over start MB"):
+            table.add_column(column, justify="right")
+        for n, m in r["sizes"].items():
+            ms = m["ms_per_step"]
+            table.add_row(n, str(m["seeds"]), *(f"{ms[k]:.2f}" for k in ("grpo", "lad", "lad-theory")),
+                          f"{m['peak_rss_mb']:.0f}", f"{m['peak_over_start_mb']:.0f}")
+        console.print(table)
+    if "cli_s" in r:
+        c = r["cli_s"]
+        console.print(f"wall: ladsim --help {c['help']:.2f} s; ladsim run bandit --arms 50 --div js "
+                      f"{c['run_bandit_50']:.2f} s; ladsim run bandit --arms 151936 --steps 200 --seeds 2 "
+                      f"{c['run_bandit_151936']:.2f} s")
     if json_path is not None:
-        write_json(json_path, result)
+        write_json(json_path, r)
         console.print(f"wrote {json_path}")

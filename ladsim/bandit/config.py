@@ -33,6 +33,7 @@ DTYPES = ("float64", "float32")
 OPTIMIZERS = ("adam", "sgd")
 MODES = ("exact", "sampled")
 SEED_LIMIT = 2**63  # torch and numpy both take seeds in [0, 2^63)
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class BanditConfig:
     ``eps_low`` and ``eps_high`` where it is set), then ``params`` (``{"flowrl": {"beta": 10}}``, what
     ``--set flowrl.beta=10`` gives). ``kl`` names a KL estimator (``k1``, ``k2``, ``k3``, ``k3+``) of a penalty
     ``kl_beta * k`` to the reference policy, which is the prior (the initial ``pi_old``);
-    ``entropy_coef > 0`` adds an entropy bonus. Both apply to every objective of the run.
+    ``entropy_coef > 0`` adds an entropy bonus. Both apply to every objective of the run. ``device``: ``cpu``
+    or ``cuda`` (``cuda:K``), where the tensors live (checked against the machine when training starts).
     """
 
     arms: int = 50
@@ -77,6 +79,7 @@ class BanditConfig:
     kl: str | None = None
     kl_beta: float = 0.001
     entropy_coef: float = 0.0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -111,6 +114,9 @@ class BanditConfig:
         need(all(isinstance(k, int) and k >= 1 for k in self.metric_ks), "metric k values must be integers >= 1")
         need(self.kl is None or self.kl in KL_ESTIMATORS,
              f"unknown --kl estimator {self.kl!r}; choose from: {', '.join(KL_ESTIMATORS)}")
+        need(isinstance(self.device, str) and self.device.split(":")[0] in DEVICES
+             and (":" not in self.device or self.device.split(":", 1)[1].isdigit()),
+             f"--device must be cpu or cuda (cuda:K), got {self.device!r}")
         KLPenalty(self.kl_beta)
         EntropyBonus(self.entropy_coef)
         need(isinstance(self.params, dict), f"params must be a mapping objective -> {{param: value}}, got "

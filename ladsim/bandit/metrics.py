@@ -41,7 +41,16 @@ SUMMARY_METRICS = ("js_to_target", "tv_to_target", "top_arm_mass", "entropy", "e
 
 
 class PolicyMetrics:
-    """Precomputed reward-side tensors; call with ``log_pi (S, N)`` to get ``{name: (S,) tensor}``."""
+    """Precomputed reward-side tensors; call with ``log_pi (S, N)`` to get ``{name: (S,) tensor}``.
+
+    Memory stays lean for LLM-sized action sets (N ~ 1.5e5): modes are kept as ``(mode, arm)`` index pairs, not
+    a dense ``(K, N)`` matrix (a correct set over 151,936 arms has 15,194 modes), and the metrics are computed
+    over blocks of at most ``BLOCK`` entries of seeds x arms, so the temporaries never hold more than a few
+    blocks whatever ``S``. Every reduction runs along one row, so a seed's metrics do not depend on the
+    others (nor on how many seeds there are).
+    """
+
+    BLOCK = 1 << 20
 
     def __init__(self, log_target: Tensor, rewards: np.ndarray, success: np.ndarray,
                  modes: list[list[int]], ks: tuple[int, ...] = (1, 4, 16),
@@ -51,25 +60,36 @@ class PolicyMetrics:
         like = dict(dtype=log_target.dtype, device=log_target.device)
         self.rewards = torch.as_tensor(rewards, **like)
         self.success = torch.as_tensor(success, **like)
-        membership = torch.zeros(len(modes), log_target.shape[-1], **like)
-        for k, arms in enumerate(modes):
-            membership[k, arms] = 1.0
-        self.membership = membership  # (K, N)
-        self.target_mode_mass = membership @ log_target.exp()  # (K,)
+        self.n_modes = len(modes)
+        self.mode_of = torch.tensor([k for k, arms in enumerate(modes) for _ in arms], dtype=torch.long,
+                                    device=log_target.device)  # (P,) the mode of each (mode, arm) pair
+        self.mode_arm = torch.tensor([a for arms in modes for a in arms], dtype=torch.long,
+                                     device=log_target.device)  # (P,) its arm
+        self.target_mode_mass = self._mode_mass(log_target.exp()[None])[0]  # (K,)
         self.ks = ks
+
+    def _mode_mass(self, pi: Tensor) -> Tensor:
+        """``pi(M_k)`` for every mode: ``(S, N)`` -> ``(S, K)``."""
+        out = torch.zeros(pi.shape[0], self.n_modes, dtype=pi.dtype, device=pi.device)
+        return out.index_add_(1, self.mode_of, pi[:, self.mode_arm])
 
     @torch.no_grad()
     def __call__(self, log_pi: Tensor) -> dict[str, Tensor]:
+        rows = max(1, self.BLOCK // max(1, log_pi.shape[-1]))
+        blocks = [self._block(log_pi[i:i + rows]) for i in range(0, log_pi.shape[0], rows)]
+        return blocks[0] if len(blocks) == 1 else {k: torch.cat([b[k] for b in blocks]) for k in blocks[0]}
+
+    def _block(self, log_pi: Tensor) -> dict[str, Tensor]:
         pi = log_pi.exp()
-        t = self.log_target
-        mode_mass = pi @ self.membership.T  # (S, K)
+        t = self.log_target.expand_as(log_pi)  # a view, no copy
+        mode_mass = self._mode_mass(pi)  # (S, K)
         split = mode_mass / mode_mass.sum(-1, keepdim=True)
         out = {
-            "expected_reward": pi @ self.rewards,
+            "expected_reward": (pi * self.rewards).sum(-1),
             "entropy": -(pi * log_pi).sum(-1),
-            "js_to_target": DIVERGENCES["js"].divergence(log_pi, t.expand_as(log_pi)),
-            "tv_to_target": DIVERGENCES["tv"].divergence(log_pi, t.expand_as(log_pi)),
-            "kl_to_target": DIVERGENCES["kl"].divergence(log_pi, t.expand_as(log_pi)),
+            "js_to_target": DIVERGENCES["js"].divergence(log_pi, t),
+            "tv_to_target": DIVERGENCES["tv"].divergence(log_pi, t),
+            "kl_to_target": DIVERGENCES["kl"].divergence(log_pi, t),
             "top_arm_mass": pi.max(-1).values,
             "mode_coverage": self.mode_coverage(pi, mode_mass),
             "effective_modes": torch.exp(-torch.special.xlogy(split, split).sum(-1)),
@@ -78,8 +98,8 @@ class PolicyMetrics:
             s = self.log_std_target.expand_as(log_pi)
             out["js_to_std_target"] = DIVERGENCES["js"].divergence(log_pi, s)
             out["tv_to_std_target"] = DIVERGENCES["tv"].divergence(log_pi, s)
-        p_success = pi @ self.success
-        pulled_success = pi * self.success
+        pulled_success = pi.mul_(self.success)  # pi is not needed any more: reuse its memory
+        p_success = pulled_success.sum(-1)
         for k in self.ks:
             out[f"pass@{k}"] = 1.0 - (1.0 - p_success) ** k
             out[f"distinct@{k}"] = (1.0 - (1.0 - pulled_success) ** k).sum(-1)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ladsim.streams import SeedStreams, uniform_like
+
 # The paper's Figure 1 bandit: 50 arms, a trimodal target. Its means, widths and heights are not given in
 # the paper; these are ladsim's choice (LAD_SPEC asks for one documented place): three separated peaks of
 # unequal height, so that advantage maximization has one best arm to collapse onto. Means and widths are
@@ -151,8 +153,10 @@ class CorrectSet:
         """``E[r^2 | y]`` of one sampled reward, ``(N,)``: a Bernoulli reward's is its mean."""
         return self.success_prob()
 
-    def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
+    def sample(self, arms: Tensor, gen: torch.Generator | SeedStreams | None = None) -> Tensor:
         prob = torch.as_tensor(self.success_prob(), device=arms.device)[arms]
+        if isinstance(gen, SeedStreams):  # one uniform per pull from each seed's own stream (rows = seeds)
+            return (uniform_like(tuple(arms.shape), gen, prob.dtype, arms.device) < prob).to(prob.dtype)
         return torch.bernoulli(prob, generator=gen)
 
     def modes(self) -> list[list[int]]:

@@ -87,18 +87,19 @@ def default_run_dir(config: BanditConfig) -> Path:
 
 
 def run(config: BanditConfig, out: str | Path | None = None, *, overwrite: bool = False,
-        on_steps: Callable[[int], None] | None = None) -> tuple[Path, dict, TrainResult]:
+        on_steps: Callable[[int], None] | None = None, threads: int | None = None) -> tuple[Path, dict, TrainResult]:
     """Train ``config`` and write its run directory: ``(directory, summary, result)``.
 
     ``out`` is checked before any training and claimed exclusively while the run writes (a concurrent run with
     the same ``out`` gets a ``ValueError``); ``None`` picks :func:`default_run_dir`. ``overwrite`` replaces only
     a directory ladsim wrote. A diverged run (non-finite metrics) raises ``ValueError`` and writes nothing.
+    ``threads``: torch threads for the training (default: chosen by problem size, ``train``'s rule).
     """
     default_out = out is None
     out = default_run_dir(config) if default_out else Path(out)
     check_out_dir(out, overwrite, unique=default_out)  # before any work: a bad out must not cost a training run
     with claimed_dir(out, overwrite, unique=default_out) as claim:
-        result = train(config, on_steps=on_steps)
+        result = train(config, on_steps=on_steps, threads=threads)
         check_finite(result)
         summary = write_run_files(result, claim.tmp)
     return claim.out, summary, result
@@ -118,7 +119,7 @@ def write_run_files(result: TrainResult, tmp: Path) -> dict:
     write_json(tmp / "config.json", {
         "bandit": config.to_dict(),
         "seed_indices": list(range(config.seeds)),
-        "seed_note": "one torch generator seeded with `seed` drives all seed indices at once",
+        "seed_note": "seed index i draws from its own random stream, keyed by (seed, i) (ladsim.streams)",
         "reward_spec": config.reward_spec().describe(),
         "versions": package_versions(),
     })

@@ -26,6 +26,7 @@ from ladsim.objectives.registry import (
     objective_terms,
     params_dict,
     parse_assignments,
+    register_gradient,
     register_objective,
     unregister_objective,
 )
@@ -33,5 +34,5 @@ from ladsim.objectives.registry import (
 __all__ = [
     "Batch", "EntropyBonus", "KLPenalty", "KL_ESTIMATORS", "OBJECTIVES", "Objective", "describe_fields",
     "get_objective", "kl_terms", "list_objectives", "make_params", "objective_loss", "objective_terms",
-    "params_dict", "parse_assignments", "register_objective", "unregister_objective",
+    "params_dict", "parse_assignments", "register_gradient", "register_objective", "unregister_objective",
 ]

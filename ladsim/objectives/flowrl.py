@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from ladsim.objectives.registry import Batch, check_number, register_objective
+from ladsim.objectives.registry import Batch, check_number, register_gradient, register_objective
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,12 @@ def _init_log_z(params: FlowRLParams, batch_shape: tuple[int, ...], dtype: torch
     reference="Zhu et al. 2025, FlowRL: Matching Reward Distributions for LLM Reasoning, arXiv:2509.15207",
     summary="trajectory balance to pi_ref exp(beta rhat)/Z with a learned log Z")
 def flowrl(batch: Batch, params: FlowRLParams, state: Mapping[str, Tensor]) -> Tensor:
+    delta, weight = _delta_and_weight(batch, params, state)
+    return weight * delta * delta
+
+
+def _delta_and_weight(batch: Batch, params: FlowRLParams, state: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """``delta (..., n)`` and the detached, clipped importance weight ``w (..., n)``."""
     if "log_z" not in state:
         raise ValueError("objective 'flowrl' needs its state {'log_z': tensor of the batch shape}; "
                          "create it with get_objective('flowrl').state(params, batch_shape)")
@@ -58,4 +64,12 @@ def flowrl(batch: Batch, params: FlowRLParams, state: Mapping[str, Tensor]) -> T
         lo = 1.0 - params.eps_low if params.eps_low is not None else 0.0
         hi = 1.0 + params.eps_high if params.eps_high is not None else float("inf")
         weight = weight.clamp(lo, hi)
-    return weight * delta * delta
+    return delta, weight
+
+
+@register_gradient("flowrl")
+def flowrl_grad(batch: Batch, params: FlowRLParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+    """``dl/dlogp = 2 w delta / |y|``, ``dl/dlog Z = 2 w delta`` (the weight is detached)."""
+    delta, weight = _delta_and_weight(batch, params, state)
+    d_log_z = 2.0 * weight * delta
+    return d_log_z / params.length, {"log_z": d_log_z}

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import torch
 from torch import Tensor
 
-from ladsim.divergences import get_divergence
+from ladsim.divergences import LOG2, get_divergence
 from ladsim.losses import lad_loss, lad_terms, lad_theory_loss
-from ladsim.objectives.registry import Batch, check_number, register_objective
+from ladsim.objectives.registry import Batch, check_number, register_gradient, register_objective
 
 _REF = "Li & Li, LAD: Learning Advantage Distribution for Reasoning, arXiv:2602.20132 (2026)"
 
@@ -49,3 +50,43 @@ def lad(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> Tensor:
 def lad_theory(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> Tensor:
     return lad_theory_loss(batch.logp, batch.logp_old, batch.advantages, eta=params.eta, div=params.div,
                            mask=batch.mask)
+
+
+# --- hand gradients (the bandit's fused engine) ---------------------------------------------------------------
+# Both losses are perspectives q f(p/q); the divergence gives d(q f(p/q))/d log p = p f'(p/q) with its value
+# (``value_and_grad``), the same numbers the autograd backward of ``perspective`` uses.
+
+def perspective_grad(div: str, lp: Tensor, lq: Tensor) -> Tensor:
+    """``d(q f(p/q))/d log p = p f'(p/q)`` alone. JS (the default, the hottest) in half the kernels of its
+    ``value_and_grad``: ``p/2 (log 2 + log sigmoid(t))``, ``t = lp - lq``, which is the same log-space
+    expression (``log sigmoid(t) = -relu(-t) - log(1 + e^-|t|)``); the others from ``value_and_grad``."""
+    if div == "js":
+        return torch.nn.functional.logsigmoid(lp - lq).add_(LOG2).mul_(torch.exp(lp)).mul_(0.5)
+    return get_divergence(div).value_and_grad(lp, lq)[1]
+
+
+@register_gradient("lad")
+def lad_grad(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+    """``dl/dlogp = p f'(p/q)`` with ``log p = logp - logp_old``, ``log q = A/eta``."""
+    return perspective_grad(params.div, batch.logp - batch.logp_old, batch.advantages / params.eta), {}
+
+
+@register_gradient("lad-theory")
+def lad_theory_grad(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+    """``dL/dlogp = g - P_pi sum(g)``, ``g = P_pi f'(P_pi/P_A)``: the perspective's derivative in ``log P_pi``
+    through the normalization ``log P_pi = x - logsumexp(x)``, ``x = logp - logp_old``."""
+    log_ratio, u = torch.broadcast_tensors(batch.logp - batch.logp_old, batch.advantages / params.eta)
+    keep = None if batch.mask is None else torch.broadcast_to(batch.mask, log_ratio.shape) > 0
+    if keep is not None:
+        log_ratio = log_ratio.masked_fill(~keep, float("-inf"))
+        u = u.masked_fill(~keep, float("-inf"))
+    log_p_pi = log_ratio - torch.logsumexp(log_ratio, -1, keepdim=True)
+    log_p_a = u - torch.logsumexp(u, -1, keepdim=True)
+    if keep is not None:
+        log_p_pi = torch.where(keep, log_p_pi, torch.zeros_like(log_p_pi))
+        log_p_a = torch.where(keep, log_p_a, torch.zeros_like(log_p_a))
+    g = perspective_grad(params.div, log_p_pi, log_p_a)
+    if keep is not None:
+        g = torch.where(keep, g, torch.zeros_like(g))
+    p_pi = torch.exp(log_p_pi) if keep is None else torch.where(keep, torch.exp(log_p_pi), torch.zeros_like(g))
+    return torch.addcmul(g, p_pi, g.sum(-1, keepdim=True), value=-1.0), {}

@@ -62,6 +62,21 @@ class KLPenalty:
         logp_ref = batch.need("logp_ref", f"kl penalty ({self.estimator})")
         return self.beta * kl_terms(batch.logp, logp_ref, self.estimator, clamp=self.clamp)
 
+    def grad(self, batch: Batch) -> Tensor:
+        """``d terms / d logp`` elementwise, by hand: ``beta k'(t)`` with ``k1' = 1``, ``k2' = k3+' = t``,
+        ``k3' = 1 - exp(-t)`` (0 where a clamp of ``clamp=True`` holds the value)."""
+        t = batch.logp - batch.need("logp_ref", f"kl penalty ({self.estimator})")
+        if self.estimator == "k1":
+            return torch.full_like(t, self.beta)
+        if self.estimator in ("k2", "k3+"):
+            return self.beta * t
+        if not self.clamp:
+            return self.beta * -torch.expm1(-t)
+        neg_t = t.neg()
+        d = torch.where((neg_t >= -20.0) & (neg_t <= 20.0), -torch.exp(neg_t.clamp(-20.0, 20.0)), torch.zeros_like(t))
+        k3 = torch.expm1(neg_t.clamp(-20.0, 20.0)) + t
+        return self.beta * torch.where((k3 >= -10.0) & (k3 <= 10.0), d + 1.0, torch.zeros_like(t))
+
 
 @dataclass(frozen=True)
 class EntropyBonus:
@@ -75,3 +90,9 @@ class EntropyBonus:
     def terms(self, batch: Batch) -> Tensor:
         entropy = batch.need("entropy", "entropy bonus")
         return torch.broadcast_to(-self.coef * entropy, torch.broadcast_shapes(entropy.shape, batch.logp.shape))
+
+    def grad(self, logp: Tensor, mass: Tensor | float = 1.0) -> Tensor:
+        """Gradient of ``-coef * mass * H`` in the full row ``logp (..., N)`` of the policy, by hand:
+        ``dH/dlogp = -pi (logp + 1)``, so ``coef * mass * pi (logp + 1)``. ``mass`` is the total reduction
+        weight the bonus's (constant) terms get: 1 for a mean, ``sum pi_old`` for an exact expectation."""
+        return (self.coef * mass) * torch.exp(logp) * (logp + 1.0)

@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from ladsim.losses import ppo_terms
-from ladsim.objectives.registry import Batch, check_number, register_objective
+from ladsim.objectives.registry import Batch, check_number, register_gradient, register_objective
+from ladsim.streams import uniform_like
 
 
 def _check_clip(params) -> None:
@@ -41,6 +42,47 @@ def _ppo(batch: Batch, params, advantages: Tensor | None = None) -> Tensor:
                      eps_low=params.eps_low, eps_high=params.eps_high,
                      clip_ratio_c=getattr(params, "clip_ratio_c", None),
                      log_ratio_clamp=getattr(params, "log_ratio_clamp", None))
+
+
+def _ppo_value_and_grad(batch: Batch, params, advantages: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(l, dl/dlogp)`` of :func:`ladsim.losses.ppo_terms`, elementwise, derived by hand.
+
+    With ``d = logp - logp_old`` and ``r = e^d``: ``d(-A r)/dlogp = -A r``. The clip, the dual clip and the
+    log-ratio clamp pass or stop that derivative the way autograd does: a clamp passes it inside its closed
+    range, ``minimum`` to its smaller argument and half to each on a tie.
+    """
+    a = batch.advantages if advantages is None else advantages
+    eps_low, eps_high = params.eps_low, params.eps_high
+    c, clamp = getattr(params, "clip_ratio_c", None), getattr(params, "log_ratio_clamp", None)
+    log_ratio = batch.logp - batch.logp_old
+    if clamp is not None:
+        inside = (log_ratio >= -clamp) & (log_ratio <= clamp)
+        log_ratio = log_ratio.clamp(-clamp, clamp)
+    ratio = torch.exp(log_ratio)
+    surrogate = ratio * a
+    d_surrogate = surrogate
+    if eps_low is not None or eps_high is not None:
+        lo = 1.0 - (eps_low if eps_low is not None else float("inf"))
+        hi = 1.0 + (eps_high if eps_high is not None else float("inf"))
+        clipped = ratio.clamp(lo, hi) * a
+        d_clipped = torch.where((ratio >= lo) & (ratio <= hi), surrogate, torch.zeros_like(surrogate))
+        d_surrogate = _minimum_grad(surrogate, clipped, d_surrogate, d_clipped)
+        surrogate = torch.minimum(surrogate, clipped)
+    terms, d_terms = -surrogate, -d_surrogate
+    if c is not None:
+        cap = -a * c
+        capped = torch.minimum(terms, cap)
+        d_terms = torch.where(a < 0, _minimum_grad(terms, cap, d_terms, torch.zeros_like(d_terms)), d_terms)
+        terms = torch.where(a < 0, capped, terms)
+    if clamp is not None:
+        d_terms = torch.where(inside, d_terms, torch.zeros_like(d_terms))
+    return terms, d_terms
+
+
+def _minimum_grad(x: Tensor, y: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
+    """Derivative of ``minimum(x, y)`` as autograd takes it: ``dx`` where ``x < y``, ``dy`` where ``x > y``, the
+    mean of the two on a tie."""
+    return torch.where(x < y, dx, torch.where(x > y, dy, 0.5 * (dx + dy)))
 
 
 _EPS_LOW = field(default=None, metadata={"doc": "PPO clip 1 - eps_low (None: unclipped; verl 0.2)"})
@@ -73,6 +115,11 @@ def grpo(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor]) -> Tenso
     return _ppo(batch, params)
 
 
+@register_gradient("grpo")
+def grpo_grad(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+    return _ppo_value_and_grad(batch, params)[1], {}
+
+
 # --- entadv -------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -94,10 +141,19 @@ class EntAdvParams:
     reference="Cheng et al. 2025, Reasoning with Exploration: An Entropy Perspective, arXiv:2506.14758",
     summary="entropy-shaped advantage: A + min(alpha H, |A|/kappa), then the PPO-clip surrogate")
 def entadv(batch: Batch, params: EntAdvParams, state: Mapping[str, Tensor]) -> Tensor:
+    return _ppo(batch, params, _shaped_advantages(batch, params))
+
+
+def _shaped_advantages(batch: Batch, params: EntAdvParams) -> Tensor:
+    """``A + min(alpha H, |A| / kappa)`` with the entropy detached."""
     entropy = batch.need("entropy", "entadv").detach()
     a = batch.advantages
-    shaped = a + torch.minimum(params.alpha * entropy, a.abs() / params.kappa)
-    return _ppo(batch, params, shaped)
+    return a + torch.minimum(params.alpha * entropy, a.abs() / params.kappa)
+
+
+@register_gradient("entadv")
+def entadv_grad(batch: Batch, params: EntAdvParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+    return _ppo_value_and_grad(batch, params, _shaped_advantages(batch, params))[1], {}
 
 
 # --- covariance-based: clip-cov, kl-cov --------------------------------------------------------------------
@@ -162,6 +218,13 @@ class ClipCovParams:
     summary="PPO-clip with the gradient cut on a few random high-covariance tokens")
 def clip_cov(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor]) -> Tensor:
     terms = _ppo(batch, params)
+    cut, scale = _clip_cov_cut(batch, params, terms)
+    return torch.where(cut, scale * terms, terms)
+
+
+def _clip_cov_cut(batch: Batch, params: ClipCovParams, terms: Tensor) -> tuple[Tensor, Tensor]:
+    """``(cut, scale)``: the entries whose term is scaled, and by what (exact mode: ``keep`` of every eligible
+    arm; samples: 0 on the randomly picked ones). Draws from ``batch.generator`` in sampled mode."""
     unclipped = ppo_terms(batch.logp, batch.logp_old, batch.advantages)
     cov, valid = token_covariance(batch)
     eligible = valid & (cov > params.lb) & (cov < params.ub) & ~(terms.detach() > unclipped.detach())
@@ -169,11 +232,17 @@ def clip_cov(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor]) -
         w = torch.broadcast_to(batch.weights, cov.shape) * eligible
         mass = w.sum(-1, keepdim=True)
         keep = 1.0 - torch.clamp(params.ratio / mass.clamp(min=torch.finfo(mass.dtype).tiny), max=1.0)
-        return torch.where(eligible, keep * terms, terms)
-    keys = torch.rand(cov.shape, generator=batch.generator, dtype=torch.float64,
-                      device=cov.device).masked_fill(~eligible, 2.0)
+        return eligible, keep
+    keys = uniform_like(cov.shape, batch.generator, torch.float64, cov.device).masked_fill(~eligible, 2.0)
     cut = eligible & (_rank(keys) < _pick_count(valid, params.ratio))
-    return torch.where(cut, torch.zeros_like(terms), terms)
+    return cut, torch.zeros((), dtype=terms.dtype, device=terms.device)
+
+
+@register_gradient("clip-cov")
+def clip_cov_grad(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+    terms, d_terms = _ppo_value_and_grad(batch, params)
+    cut, scale = _clip_cov_cut(batch, params, terms)
+    return torch.where(cut, scale * d_terms, d_terms), {}
 
 
 @dataclass(frozen=True)
@@ -195,6 +264,11 @@ class KLCovParams:
 def kl_cov(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor]) -> Tensor:
     log_ratio = batch.logp - batch.logp_old.detach()
     terms = -batch.advantages * torch.exp(log_ratio)
+    return terms + params.coef * _kl_cov_fraction(batch, params) * log_ratio.abs()
+
+
+def _kl_cov_fraction(batch: Batch, params: KLCovParams) -> Tensor:
+    """The share of each entry's ``lambda |logp - logp_old|`` penalty, ``(..., n)`` in [0, 1] (detached)."""
     cov, valid = token_covariance(batch)
     keys = cov.masked_fill(~valid, float("-inf"))
     if batch.exact:
@@ -202,7 +276,14 @@ def kl_cov(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor]) -> Te
         w = (torch.broadcast_to(batch.weights, cov.shape) * valid).gather(-1, order)
         before = torch.cumsum(w, -1) - w
         share = ((params.ratio - before) / w.clamp(min=torch.finfo(w.dtype).tiny)).clamp(0.0, 1.0)
-        fraction = torch.zeros_like(share).scatter(-1, order, share * (w > 0))
-    else:
-        fraction = (valid & (_rank(keys, descending=True) < _pick_count(valid, params.ratio))).to(terms.dtype)
-    return terms + params.coef * fraction * log_ratio.abs()
+        return torch.zeros_like(share).scatter(-1, order, share * (w > 0))
+    dtype = torch.promote_types(batch.logp.dtype, batch.advantages.dtype)
+    return (valid & (_rank(keys, descending=True) < _pick_count(valid, params.ratio))).to(dtype)
+
+
+@register_gradient("kl-cov")
+def kl_cov_grad(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+    """``-A r + lambda fraction sign(logp - logp_old)`` (autograd's ``|x|'`` is ``sign(x)``, 0 at 0)."""
+    log_ratio = batch.logp - batch.logp_old
+    return -batch.advantages * torch.exp(log_ratio) + params.coef * _kl_cov_fraction(batch, params) * torch.sign(
+        log_ratio), {}

@@ -17,6 +17,19 @@ is one ``register_objective`` call plus its tests::
 Objectives that need the whole action set (``lad-theory``: exact partition functions) register a ``loss``
 (``(...)`` per row) with ``full_support=True`` instead of per-action terms. Objectives with trainable state of
 their own (FlowRL's ``log Z``) pass ``init_state``; the trainer optimizes that state with the policy.
+
+An objective may also register its gradient by hand (``grad=`` or :func:`register_gradient`), which the bandit's
+fused engine uses instead of autograd (``ladsim.bandit.fused``)::
+
+    @register_gradient("mine")
+    def my_grad(batch, params, state):   # -> (dl/dlogp (..., n), {state name: dl/dstate (..., n)})
+        return -params.scale * batch.advantages * torch.exp(batch.logp - batch.logp_old), {}
+
+For per-action objectives the gradient is elementwise: ``dl(y)/dlogp(y)`` of each term, every other field of the
+batch held constant (the batch's entropy too: an objective reading it must detach it), and the derivative of
+each term in the objective's state (the reduction over the last axis is the caller's). For a full-support
+objective it is the gradient of its reduced loss: ``(dL/dlogp (..., n), {name: dL/dstate (...)})``. An
+objective without one is differentiated by autograd; tests hold every hand gradient to autograd's.
 """
 
 from __future__ import annotations
@@ -85,6 +98,7 @@ class Batch:
 
 
 Terms = Callable[[Batch, Any, Mapping[str, Tensor]], Tensor]
+Grad = Callable[[Batch, Any, Mapping[str, Tensor]], "tuple[Tensor, dict[str, Tensor]]"]
 FullLoss = Callable[[Batch, Any, Mapping[str, Tensor]], Tensor]
 InitState = Callable[[Any, tuple[int, ...], torch.dtype], dict[str, Tensor]]
 
@@ -111,6 +125,8 @@ class Objective:
         exact_loss: ``(batch, params, state) -> (...)``, the ``pi_old``-weighted sum of the terms computed more
             stably than ``sum_y w(y) l(y)`` (LAD folds the weights into its log-space arguments); used for
             batches with weights, optional.
+        grad: ``(batch, params, state) -> (g, state_grads)``, the hand-derived gradient (module docstring), or
+            ``None`` (autograd).
     """
 
     name: str
@@ -124,6 +140,7 @@ class Objective:
     full_support: bool = False
     needs: frozenset[str] = frozenset()
     exact_loss: FullLoss | None = None
+    grad: Grad | None = None
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The parameters with ``overrides`` applied (strings are parsed by field type, e.g. from ``--set``)."""
@@ -144,11 +161,12 @@ OBJECTIVES: dict[str, Objective] = {}
 def register_objective(name: str, params: type, *, formula: str, reference: str, summary: str = "",
                        init_state: InitState | None = None, full_support: bool = False,
                        needs: tuple[str, ...] = (), exact_loss: FullLoss | None = None,
-                       replace: bool = False) -> Callable[[Callable], Callable]:
+                       replace: bool = False, grad: Grad | None = None) -> Callable[[Callable], Callable]:
     """Decorator registering ``fn`` under ``name``: per-action terms, or the full loss if ``full_support``.
 
     ``params`` must be a frozen dataclass whose fields all have defaults; ``needs`` names the optional
-    :class:`Batch` fields the objective reads. Registering an existing name raises ``ValueError`` unless
+    :class:`Batch` fields the objective reads; ``grad`` is the optional hand gradient (module docstring; or
+    add it later with :func:`register_gradient`). Registering an existing name raises ``ValueError`` unless
     ``replace=True``.
     """
     optional = {"weights", "mask", "logp_ref", "entropy", "generator"}
@@ -171,7 +189,21 @@ def register_objective(name: str, params: type, *, formula: str, reference: str,
         OBJECTIVES[name] = Objective(
             name=name, params=params, terms=None if full_support else fn, loss=fn if full_support else None,
             formula=formula, reference=reference, summary=summary or (fn.__doc__ or "").strip().split("\n")[0],
-            init_state=init_state, full_support=full_support, needs=frozenset(needs), exact_loss=exact_loss)
+            init_state=init_state, full_support=full_support, needs=frozenset(needs), exact_loss=exact_loss,
+            grad=grad)
+        return fn
+
+    return decorate
+
+
+def register_gradient(name: str) -> Callable[[Grad], Grad]:
+    """Decorator attaching a hand-derived gradient (module docstring) to the registered objective ``name``."""
+    obj = get_objective(name)
+
+    def decorate(fn: Grad) -> Grad:
+        if not callable(fn):
+            raise TypeError(f"the gradient of objective {name!r} must be callable, got {fn!r}")
+        OBJECTIVES[obj.name] = dataclasses.replace(OBJECTIVES[obj.name], grad=fn)
         return fn
 
     return decorate

@@ -19,13 +19,14 @@ import pandas as pd
 
 from ladsim.io import atomic_file
 
-CACHE_VERSION = 1  # bump when a run's output format or meaning changes: every cached run is then recomputed
+CACHE_VERSION = 2  # bump when a run's output format or meaning changes: every cached run is then recomputed
 DEFAULT_CACHE = Path("studies") / "cache"
 
 
 def run_key(kind: str, config) -> str:
     """SHA-256 of the canonical JSON of the run's full configuration and the cache format version."""
-    payload = {"kind": kind, "config": config.to_dict(), "version": CACHE_VERSION}
+    settings = {k: v for k, v in config.to_dict().items() if k != "device"}  # where it ran is not what it is
+    payload = {"kind": kind, "config": settings, "version": CACHE_VERSION}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

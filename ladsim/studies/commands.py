@@ -24,7 +24,7 @@ def _default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int) -> list:
+def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int, device: str = "cpu") -> list:
     from ladsim.studies.figures import run_studies
 
     tasks = {}
@@ -34,7 +34,7 @@ def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int) -> list:
                 tasks[study.name] = bar.add_task(f"{study.name} ({len(study.runs)} runs)", total=total)
             bar.update(tasks[study.name], completed=done)
 
-        results = run_studies(files, cache, data, jobs=jobs, on_progress=on_progress)
+        results = run_studies(files, cache, data, jobs=jobs, device=device, on_progress=on_progress)
     for r in results:
         console.print(f"{r.study.name}: {r.computed} run(s) computed, {r.cached} from the cache, "
                       f"{r.seconds:.1f} s -> {data}/{r.study.name}_*.csv")
@@ -47,9 +47,10 @@ def study_run(
     cache: Path = typer.Option(Path("studies/cache"), help="Directory of cached runs."),
     data: Path = typer.Option(Path("figures/data"), help="Where the study's tidy CSV frames are written."),
     jobs: int = typer.Option(_default_jobs(), help="Worker processes (1 = in this process)."),
+    device: str = typer.Option("cpu", help="Where bandit runs train: cpu or cuda (cuda:K)."),
 ) -> None:
     """Run every run of FILE not yet in the cache, then save the study's tidy frames beside the figures."""
-    _run_studies([file], cache, data, jobs)
+    _run_studies([file], cache, data, jobs, device)
 
 
 @study_app.command("plot")
@@ -72,6 +73,7 @@ def figures(
     out: Path = typer.Option(Path("figures"), help="Directory of the figures; data goes to OUT/data."),
     jobs: int = typer.Option(_default_jobs(), help="Worker processes (1 = in this process)."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only these studies (file stems)."),
+    device: str = typer.Option("cpu", help="Where bandit runs train: cpu or cuda (cuda:K)."),
 ) -> None:
     """Run every study in studies/ (cached runs are reused) and draw every figure (PNG and PDF)."""
     from ladsim.studies import clean_stale_temps, draw_study, study_files
@@ -84,7 +86,7 @@ def figures(
             raise ValueError(f"no study named {', '.join(only)} in {studies_dir}")
     data = out / "data"
     clean_stale_temps(cache, out, data)
-    results = _run_studies(files, cache, data, jobs)
+    results = _run_studies(files, cache, data, jobs, device)
     for result in results:
         for path in draw_study(result.study, data, out, ("png", "pdf")):
             console.print(f"wrote {path}")

@@ -13,10 +13,18 @@ Progress = Callable[[Study, int, int], None]
 
 
 def run_studies(files: Sequence[str | Path], cache_dir: str | Path, data_dir: str | Path = DEFAULT_DATA, *,
-                jobs: int = 1, on_progress: Progress | None = None) -> list[StudyResult]:
+                jobs: int = 1, device: str = "cpu", on_progress: Progress | None = None) -> list[StudyResult]:
     """Load every study file (all of them before any work: a bad file costs nothing), run each (``jobs``
-    worker processes shared by all), save its data; ``on_progress(study, steps_done, steps_total)``."""
+    worker processes shared by all), save its data; ``on_progress(study, steps_done, steps_total)``.
+
+    ``device``: where bandit runs train (a landscape has no device); the cache keys do not depend on it.
+    """
     parsed = [load_study(f) for f in files]
+    if device != "cpu":
+        from ladsim.bandit.trainer import resolve_device
+
+        resolve_device(device)  # a clear one-line error before any work
+        parsed = [load_study(s.path, {"device": device}) if s.kind == "bandit" else s for s in parsed]
     results = []
     executor = make_executor(jobs) if jobs > 1 else None
     try:
