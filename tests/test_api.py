@@ -53,3 +53,13 @@ def test_the_readme_library_example_runs_as_written(tmp_path):
     assert len(code.strip().splitlines()) <= 15
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_plots_leave_the_matplotlib_backend_alone():
+    # the raw rcParams entry (reading rcParams["backend"] or get_backend() would itself resolve a backend)
+    code = ("import sys, matplotlib; raw = lambda: dict.__getitem__(matplotlib.rcParams, 'backend');"
+            " before = raw(); import ladsim.plots as p, numpy as np;"
+            " p.plot_distribution(np.full(4, 0.25), {'lad': np.full(4, 0.25)});"
+            " print(before == raw(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "True False"

@@ -241,13 +241,13 @@ def test_distribution_plot_is_bars_for_50_arms_and_one_area_for_many():
         fig = plots.plot_distribution(target, {"lad": target, "grpo": target[::-1]},
                                       spread={"lad": np.stack([0.9 * target, 1.1 * target])})
         patches = [p for ax in fig.axes for p in ax.patches if isinstance(p, matplotlib.patches.Rectangle)]
-        areas = [c for ax in fig.axes for c in ax.collections
+        polys = [c for ax in fig.axes for c in ax.collections
                  if isinstance(c, matplotlib.collections.PolyCollection)]
-        if bars:
-            assert len(patches) == 3 * n and not areas  # today's look: a bar per arm
+        assert not patches  # never one artist per arm
+        if bars:  # today's look: a bar (rectangle) per arm, the three distributions as one collection each
+            assert [len(c.get_paths()) for c in polys] == [n, n, n]
         else:
-            assert not patches and len(areas) == 4  # three distributions and one band, one polygon each
-        plots.plt.close(fig)
+            assert len(polys) == 4 and all(len(c.get_paths()) == 1 for c in polys)  # 3 areas and a band
 
 
 def test_studies_take_a_device_without_changing_their_cache_keys(tmp_path, capsys):

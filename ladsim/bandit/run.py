@@ -27,7 +27,7 @@ from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.trainer import TrainResult, train
 from ladsim.io import atomic_dir, check_out_dir, claimed_dir, unique_path, write_json
 from ladsim.stats import METHOD, mean_interval
-from ladsim.plots import plot_distribution, save_figure
+from ladsim.plots import distance_notes, plot_distribution, save_figure
 
 
 def package_versions() -> dict[str, str]:
@@ -129,7 +129,9 @@ def write_run_files(result: TrainResult, tmp: Path) -> dict:
     means = {name: p.mean(0) for name, p in result.final_policy.items()}
     spread = {name: np.percentile(p, [2.5, 97.5], axis=0) for name, p in result.final_policy.items()
               if p.shape[0] > 1}
-    fig = plot_distribution(result.target, means, spread=spread,
+    frame = result.metrics
+    notes = distance_notes(frame[frame["step"] == frame["step"].max()], len(config.reward_spec().modes()))
+    fig = plot_distribution(result.target, means, spread=spread, notes=notes,
                             title=f"{config.arms}-armed bandit, f = {config.div}, eta = {config.eta}, "
                                   f"{config.steps} steps, {config.mode} expectations")
     save_figure(fig, tmp / "distribution.png")
