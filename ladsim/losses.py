@@ -84,7 +84,7 @@ def _check_grpo(eps_low, eps_high, beta) -> None:
     _check_nonneg("beta", beta)
 
 
-def _check_eta(eta: float) -> float:
+def check_eta(eta: float) -> float:
     """Validate ``eta`` (any real scalar, numpy scalars included) and return it as a Python float."""
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
         raise TypeError(f"eta must be a real number, got {type(eta).__name__} {eta!r}")
@@ -135,7 +135,7 @@ def lad_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     broadcast shape of the inputs.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages)
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     get_divergence(div)
     return _lad_terms(logp, logp_old, advantages, eta, div)
 
@@ -160,7 +160,7 @@ def lad_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, weights=weights, mask=mask)
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     get_divergence(div)
     logp, logp_old, advantages = _neutralize(mask, logp, logp_old, advantages)
     if weights is None:
@@ -210,7 +210,7 @@ def lad_theory_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: 
     Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, mask=mask)
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     get_divergence(div)
     logp, logp_old, advantages = _promote(logp, logp_old, advantages)
     log_ratio, u = torch.broadcast_tensors(logp - logp_old.detach(), advantages / eta)

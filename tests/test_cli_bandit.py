@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli_helpers import run_main
+
 from ladsim import cli
 from ladsim.bandit import trainer
 from ladsim.bandit.metrics import SUMMARY_METRICS
@@ -22,18 +24,6 @@ SMALL = ["--arms", "12", "--steps", "40", "--seeds", "3", "--log-every", "10", "
 def invoke(args):
     """Run the CLI in-process the way the console script does (main() turns user errors into exit 2)."""
     return runner.invoke(cli.app, args, catch_exceptions=True)
-
-
-def run_main(args, capsys):
-    sys_argv = sys.argv
-    sys.argv = ["ladsim", *args]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main()
-    finally:
-        sys.argv = sys_argv
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def test_run_bandit_writes_a_complete_run_directory(tmp_path):

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ladsim import cli
+from cli_helpers import run_main
+
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--arms", "6", "--steps", "3", "--seeds", "2", "--log-every", "1"]
@@ -28,18 +29,6 @@ def snapshot(directory: Path) -> dict[str, bytes | None]:
     """Every path under ``directory`` (hidden ones included) with the bytes of its files."""
     return {str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None)
             for p in sorted(directory.rglob("*"))}
-
-
-def run_main(args: list[str], capsys) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["ladsim", *args]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main()
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ladsim.divergences import DIVERGENCES, Divergence, get_divergence
 from ladsim.llm.token_loss import bool_mask, expand_advantages, agg_weights, check_token_inputs
-from ladsim.losses import _check_eta
+from ladsim.losses import check_eta
 
 ValueAndGrad = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
 
@@ -136,7 +136,7 @@ def fused_lad_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, r
     ``compile=True`` runs the kernel through ``torch.compile`` if it works here (else the eager kernel).
     """
     check_token_inputs(log_prob, old_log_prob, advantages, response_mask, loss_agg_mode)
-    _check_eta(eta)
+    check_eta(eta)
     d = get_divergence(div)
     keep = bool_mask(response_mask)
     dt = torch.float64 if log_prob.dtype == torch.float64 else torch.float32

@@ -32,7 +32,7 @@ from ladsim.llm.token_loss import (
     check_token_inputs,
     lad_token_loss,
 )
-from ladsim.losses import _check_eta
+from ladsim.losses import check_eta
 
 CHUNK_ELEMENTS = 1 << 24  # auto chunk: one chunk of logits holds about 2^24 values (64 MiB in float32)
 
@@ -236,7 +236,7 @@ def fused_linear_lad_loss(hidden: Tensor, weight: Tensor, targets: Tensor, old_l
     check_token_inputs(old_log_prob, old_log_prob, advantages, response_mask, loss_agg_mode)
     if tuple(old_log_prob.shape) != tuple(targets.shape):
         raise ValueError(f"old_log_prob shape {tuple(old_log_prob.shape)} != targets shape {tuple(targets.shape)}")
-    _check_eta(eta)
+    check_eta(eta)
     d = get_divergence(div)
     w_agg = agg_weights(response_mask, loss_agg_mode, norm_length, _compute_dtype(hidden, weight, old_log_prob))
     w_agg = w_agg.reshape(-1)

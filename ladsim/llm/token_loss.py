@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import Divergence, get_divergence
-from ladsim.losses import _check_eta, grpo_terms, lad_terms
+from ladsim.losses import check_eta, grpo_terms, lad_terms
 
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 AGG_MODES = LOSS_AGG_MODES + ("token-sum",)  # verl's fifth mode: ``sum m l`` (aggregation only)
@@ -229,7 +229,7 @@ def lad_token_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, r
     Inputs: see the module docstring; any float dtype, accumulated in float32 (float64 stays float64).
     """
     check_token_inputs(log_prob, old_log_prob, advantages, response_mask, loss_agg_mode)
-    _check_eta(eta)
+    check_eta(eta)
     get_divergence(div)
     if ratio == "token":
         terms = lad_token_terms(log_prob, old_log_prob, advantages, response_mask, eta=eta, div=div)
