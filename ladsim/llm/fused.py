@@ -60,9 +60,11 @@ def lad_grad_weight(t: Tensor, u: Tensor, div: str | Divergence = "js") -> Tenso
 
 # --- the kernel ---------------------------------------------------------------------------------------
 
-def _lad_kernel(logp: Tensor, logp_old: Tensor, adv: Tensor, weights: Tensor, keep: Tensor, eta: float,
+def lad_kernel(logp: Tensor, logp_old: Tensor, adv: Tensor, weights: Tensor, keep: Tensor, eta: float,
                 value_and_grad: ValueAndGrad) -> tuple[Tensor, Tensor]:
-    """``(loss, dloss/dlogp)`` for one token batch; all elementwise work in the accumulation dtype."""
+    """``(loss, dloss/dlogp)`` for one token batch (or one chunk of it): ``loss = sum w exp(u) f(r e^-u)`` over
+    the kept tokens, ``u = adv/eta``; all elementwise work in ``weights``' dtype (the accumulation dtype). The one
+    kernel of both fused paths (this module's and the chunked LM head's, ``ladsim.llm.linear``)."""
     dt = weights.dtype
     zero = torch.zeros((), dtype=dt, device=logp.device)
     t = torch.where(keep, logp.to(dt) - logp_old.to(dt), zero)
@@ -85,13 +87,13 @@ def compile_disabled() -> bool:
 def _get_kernel(compile: bool) -> tuple[Callable, bool]:
     """The kernel to run and whether it is compiled (compilation failures are remembered, not retried)."""
     if not compile or compile_disabled() or "kernel" in _COMPILE_ERRORS:
-        return _lad_kernel, False
+        return lad_kernel, False
     if "kernel" not in _COMPILED:
         try:
-            _COMPILED["kernel"] = torch.compile(_lad_kernel, dynamic=None)
+            _COMPILED["kernel"] = torch.compile(lad_kernel, dynamic=None)
         except Exception as err:  # noqa: BLE001 - torch.compile unavailable on this platform
             _COMPILE_ERRORS["kernel"] = f"{type(err).__name__}: {err}"
-            return _lad_kernel, False
+            return lad_kernel, False
     return _COMPILED["kernel"], True
 
 
@@ -113,9 +115,9 @@ class FusedLAD(torch.autograd.Function):
                 loss, grad = kernel(*args)
             except Exception as err:  # noqa: BLE001 - a backend that fails at first call: fall back once
                 _COMPILE_ERRORS["kernel"] = f"{type(err).__name__}: {err}"
-                loss, grad = _lad_kernel(*args)
+                loss, grad = lad_kernel(*args)
         else:
-            loss, grad = _lad_kernel(*args)
+            loss, grad = lad_kernel(*args)
         ctx.save_for_backward(grad)
         ctx.logp_dtype = logp.dtype
         return loss

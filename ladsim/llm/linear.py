@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import Divergence, get_divergence
-from ladsim.llm.fused import value_and_grad_fn
+from ladsim.llm.fused import lad_kernel, value_and_grad_fn
 from ladsim.llm.token_loss import (
     _FLOAT_DTYPES,
     bool_mask,
@@ -180,19 +180,14 @@ class _FusedLinearLAD(torch.autograd.Function):
         grad_w = torch.zeros(wc.shape, dtype=dt, device=w.device) if need_w else None
         loss = torch.zeros((), dtype=dt, device=h.device)
         value_and_grad = value_and_grad_fn(div)
-        zero = torch.zeros((), dtype=dt, device=h.device)
         for s in range(0, n, chunk):
             sl = slice(s, s + chunk)
             h_c = h[sl].to(dt)
             logits = _chunk_logits(h_c, wc, dt, temperature)
             lse = torch.logsumexp(logits, dim=-1)
             logp = logits.gather(1, tgt[sl, None])[:, 0] - lse
-            k, wt = keep[sl], weights[sl].to(dt)
-            t = torch.where(k, logp - old[sl].to(dt), zero)
-            u = torch.where(k, adv[sl].to(dt) / eta, zero)
-            value, d_logp = value_and_grad(t, u)
-            loss += (torch.where(k, value, zero) * wt).sum()
-            g = torch.where(k, d_logp * wt, zero)
+            chunk_loss, g = lad_kernel(logp, old[sl], adv[sl], weights[sl].to(dt), keep[sl], eta, value_and_grad)
+            loss += chunk_loss
             gl = _softmax_grad_(logits, lse, g, tgt[sl], temperature)
             if need_h:
                 grad_h[sl] = gl @ wc
