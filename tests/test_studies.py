@@ -188,3 +188,64 @@ def test_saved_data_round_trips_and_refuses_other_settings(tmp_path):
     other = studies.load_study(write_study(tmp_path, eta_b="5"))
     with pytest.raises(ValueError, match="other settings"):
         studies.load_data(other, tmp_path / "data")
+
+
+def test_executor_setting_is_validated(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[study]\nexecutor = "slurm"\n')
+    with pytest.raises(ValueError, match="unknown executor 'slurm'; choose from: local, ray"):
+        studies.load_study(path)
+    study = studies.load_study(write_study(tmp_path))
+    assert study.executor is None
+    assert studies.load_study(write_study(tmp_path, TINY.replace('name = "tiny"', 'name = "tiny"\nexecutor = "ray"'),
+                                          name="r.toml")).executor == "ray"
+    with pytest.raises(ValueError, match="executor must be one of local, ray, got 'dask'"):
+        studies.run_study(study, tmp_path / "cache", executor="dask")
+    with pytest.raises(ValueError, match="for the ray executor only"):
+        studies.run_study(study, tmp_path / "cache", address="ray://head:10001")
+    assert not (tmp_path / "cache").exists()  # refused before any work
+
+
+def test_ray_executor_without_ray_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from ladsim import cli
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, whether or not ray is installed
+    study_file = write_study(tmp_path)
+    with pytest.raises(ValueError, match=r"needs Ray.*pip install 'ladsim\[ray\]'"):
+        studies.run_study(studies.load_study(study_file), tmp_path / "cache", executor="ray")
+    ray_file = write_study(tmp_path, TINY.replace('name = "tiny"', 'name = "tiny"\nexecutor = "ray"'), name="r.toml")
+    for args in (["study", "run", str(study_file), "--executor", "ray"], ["study", "run", str(ray_file)],
+                 ["figures", "--studies", str(tmp_path), "--executor", "ray"]):
+        monkeypatch.setattr(sys, "argv", ["ladsim", *args, "--cache", str(tmp_path / "cache")]
+                            + (["--data", str(tmp_path / "data")] if args[0] == "study" else
+                               ["--out", str(tmp_path / "figs")]))
+        with pytest.raises(SystemExit) as done:
+            cli.main()
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.startswith("error: the ray executor needs Ray")
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "data").exists()  # nothing written
+
+
+def test_a_failing_cell_names_itself_and_the_finished_cells_stay_cached(tmp_path):
+    from ladsim.studies.compute import compute_run
+    from ladsim.studies.execute import InProcess
+
+    study = studies.load_study(write_study(tmp_path))
+    bad = study.runs[1]  # eta=2, grpo
+
+    def compute(run):
+        if run.key == bad.key:
+            raise FloatingPointError("planted failure\nsecond line")
+        return compute_run(run)
+
+    with pytest.raises(ValueError) as err:
+        studies.run_study(study, tmp_path / "cache", executor=InProcess(compute))
+    assert str(err.value) == ("study tiny: run (eta=2, objective=grpo) failed: FloatingPointError: planted failure; "
+                              "the 3 finished run(s) are cached")
+    cached = sorted(p.stem for p in (tmp_path / "cache").iterdir())
+    assert cached == sorted(r.key for r in study.runs if r.key != bad.key)  # every other cell, none partial
+    again = studies.run_study(study, tmp_path / "cache")
+    assert (again.computed, again.cached) == (1, 3)

@@ -24,7 +24,14 @@ def _default_jobs() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int, device: str = "cpu") -> list:
+EXECUTOR_HELP = "Where runs are computed: local (worker processes) or ray (a Ray cluster; needs " \
+    "pip install 'ladsim[ray]'). Default: the study file's [study] executor, else local."
+ADDRESS_HELP = "The Ray cluster (ray://HOST:10001, or HOST:6379 on a node); default: $RAY_ADDRESS, else a " \
+    "local cluster of --jobs CPUs. See docs/cluster.md."
+
+
+def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int, device: str = "cpu",
+                 executor: Optional[str] = None, address: Optional[str] = None) -> list:
     from ladsim.studies.figures import run_studies
 
     tasks = {}
@@ -34,7 +41,8 @@ def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int, device: 
                 tasks[study.name] = bar.add_task(f"{study.name} ({len(study.runs)} runs)", total=total)
             bar.update(tasks[study.name], completed=done)
 
-        results = run_studies(files, cache, data, jobs=jobs, device=device, on_progress=on_progress)
+        results = run_studies(files, cache, data, jobs=jobs, device=device, on_progress=on_progress,
+                              executor=executor, address=address)
     for r in results:
         console.print(f"{r.study.name}: {r.computed} run(s) computed, {r.cached} from the cache, "
                       f"{r.seconds:.1f} s -> {data}/{r.study.name}_*.csv")
@@ -48,9 +56,11 @@ def study_run(
     data: Path = typer.Option(Path("figures/data"), help="Where the study's tidy CSV frames are written."),
     jobs: int = typer.Option(_default_jobs(), help="Worker processes (1 = in this process)."),
     device: str = typer.Option("cpu", help="Where bandit runs train: cpu or cuda (cuda:K)."),
+    executor: Optional[str] = typer.Option(None, help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
 ) -> None:
     """Run every run of FILE not yet in the cache, then save the study's tidy frames beside the figures."""
-    _run_studies([file], cache, data, jobs, device)
+    _run_studies([file], cache, data, jobs, device, executor, address)
 
 
 @study_app.command("plot")
@@ -74,6 +84,8 @@ def figures(
     jobs: int = typer.Option(_default_jobs(), help="Worker processes (1 = in this process)."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only these studies (file stems)."),
     device: str = typer.Option("cpu", help="Where bandit runs train: cpu or cuda (cuda:K)."),
+    executor: Optional[str] = typer.Option(None, help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
 ) -> None:
     """Run every study in studies/ (cached runs are reused) and draw every figure (PNG and PDF)."""
     from ladsim.studies import clean_stale_temps, draw_study, study_files
@@ -86,7 +98,7 @@ def figures(
             raise ValueError(f"no study named {', '.join(only)} in {studies_dir}")
     data = out / "data"
     clean_stale_temps(cache, out, data)
-    results = _run_studies(files, cache, data, jobs, device)
+    results = _run_studies(files, cache, data, jobs, device, executor, address)
     for result in results:
         for path in draw_study(result.study, data, out, ("png", "pdf")):
             console.print(f"wrote {path}")

@@ -1,11 +1,13 @@
-"""Studies end to end: run several study files (sharing one pool of workers) and draw their figures."""
+"""Studies end to end: run several study files (sharing one executor: a pool of workers or a Ray cluster) and
+draw their figures."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ladsim.studies.execute import make_executor, run_study
+from ladsim.studies.execute import check_executor, open_executor, run_study
 from ladsim.studies.gather import DEFAULT_DATA, StudyResult, load_data, save_data
 from ladsim.studies.parse import Study, load_study
 
@@ -13,21 +15,35 @@ Progress = Callable[[Study, int, int], None]
 
 
 def run_studies(files: Sequence[str | Path], cache_dir: str | Path, data_dir: str | Path = DEFAULT_DATA, *,
-                jobs: int = 1, device: str = "cpu", on_progress: Progress | None = None) -> list[StudyResult]:
-    """Load every study file (all of them before any work: a bad file costs nothing), run each (``jobs``
-    worker processes shared by all), save its data; ``on_progress(study, steps_done, steps_total)``.
+                jobs: int = 1, device: str = "cpu", on_progress: Progress | None = None,
+                executor: str | None = None, address: str | None = None) -> list[StudyResult]:
+    """Load every study file (all of them before any work: a bad file costs nothing), run each, save its data;
+    ``on_progress(study, steps_done, steps_total)``.
 
-    ``device``: where bandit runs train (a landscape has no device); the cache keys do not depend on it.
+    ``executor``: ``"local"`` (``jobs`` worker processes shared by all studies) or ``"ray"`` (one Ray cluster,
+    at ``address`` or started here with ``jobs`` CPUs, shared by all); ``None``: each study file's ``executor``,
+    else ``"local"``. ``device``: where bandit runs train (a landscape has no device); the cache keys do not
+    depend on it.
     """
+    check_executor(executor, address)
     parsed = [load_study(f) for f in files]
     if device != "cpu":
         from ladsim.bandit.trainer import resolve_device
 
-        resolve_device(device)  # a clear one-line error before any work
+        if executor != "ray":  # on a cluster the GPUs are the workers', not this machine's
+            resolve_device(device)  # a clear one-line error before any work
         parsed = [load_study(s.path, {"device": device}) if s.kind == "bandit" else s for s in parsed]
     results = []
-    executor = make_executor(jobs) if jobs > 1 else None
-    try:
+    with ExitStack() as stack:
+        opened: dict[str, object] = {}  # one executor of each kind, opened when a study first needs it
+
+        def executor_for(study: Study):
+            name = executor or study.executor or "local"
+            if name not in opened:
+                opened[name] = stack.enter_context(open_executor(
+                    name, jobs=jobs, address=address if name == "ray" else None))
+            return opened[name]
+
         for study in parsed:
             done = 0
 
@@ -37,12 +53,9 @@ def run_studies(files: Sequence[str | Path], cache_dir: str | Path, data_dir: st
                 if on_progress is not None:
                     on_progress(study, done, study.cost)
 
-            result = run_study(study, cache_dir, jobs=jobs, executor=executor, on_run=advance)
+            result = run_study(study, cache_dir, jobs=jobs, executor=executor_for(study), on_run=advance)
             save_data(result, data_dir)
             results.append(result)
-    finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
     return results
 
 

@@ -10,6 +10,7 @@ A study file (``studies/*.toml``)::
     frames = ["final"]             # the frames saved as figure data (see below)
     summary = ["expected_reward"]  # metrics summarized over seeds (mean, 95% bootstrap interval)
     curves = ["entropy"]           # metrics summarized over seeds at every logged step (frame ``curves``)
+    executor = "local"             # where the runs are computed: "local" (default) or "ray" (docs/cluster.md)
 
     [base]                         # settings shared by every run (BanditConfig / LandscapeConfig fields)
     reward = "correct"
@@ -56,7 +57,8 @@ from ladsim.studies.grid import KINDS, Run, expand_grid
 
 BANDIT_FRAMES = ("final", "trajectory", "policy")
 LANDSCAPE_FRAMES = ("grid", "trajectory", "optimum")
-STUDY_KEYS = {"name", "kind", "figure", "title", "caption", "frames", "summary", "curves", "pools"}
+STUDY_KEYS = {"name", "kind", "figure", "title", "caption", "frames", "summary", "curves", "pools", "executor"}
+EXECUTORS = ("local", "ray")  # where a study's runs are computed (ladsim.studies.execute)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a file-name stem: no '/', no '..', not absolute
 
 
@@ -77,6 +79,7 @@ class Study:
     caption: str = ""
     path: Path | None = None
     curves: tuple[str, ...] = ()
+    executor: str | None = None  # the file's choice; None: the caller's (default "local")
 
     @property
     def cost(self) -> int:
@@ -111,7 +114,7 @@ def check_name(name: Any, what: str = "study name") -> str:
 
 
 def check_meta_types(meta: dict) -> None:
-    for key in ("name", "kind", "figure", "title", "caption"):
+    for key in ("name", "kind", "figure", "title", "caption", "executor"):
         if key in meta and not isinstance(meta[key], str):
             raise ValueError(f"[study] {key} must be a string, got {meta[key]!r}")
     for key in ("frames", "summary"):
@@ -153,6 +156,8 @@ def parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
     if bad:
         raise ValueError(f"unknown [study] key(s) {sorted(bad)}; known: {', '.join(sorted(STUDY_KEYS))}")
     check_meta_types(meta)
+    if meta.get("executor", "local") not in EXECUTORS:
+        raise ValueError(f"unknown executor {meta['executor']!r}; choose from: {', '.join(EXECUTORS)}")
     name = check_name(meta.get("name", path.stem))
     figure = meta.get("figure", path.stem)
     if "figure" in meta or doc.get("plot"):  # a study without either is data only (drawn by nothing)
@@ -184,7 +189,7 @@ def parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
         name=name, kind=kind, figure=figure,
         title=meta.get("title", ""), frames=frames, summary=summary, axes=tuple(axes), runs=runs,
         plot=dict(doc.get("plot", {})), pools=parse_pools(meta.get("pools", {}), runs, axes),
-        caption=meta.get("caption", ""), path=path, curves=curves,
+        caption=meta.get("caption", ""), path=path, curves=curves, executor=meta.get("executor"),
     )
 
 
