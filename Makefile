@@ -9,11 +9,12 @@ TORCH_CPU ?= torch==2.13.0
 # verl installs with --no-deps plus what its loss path imports (its full requirements pull GPU stacks).
 VERL_VENV ?= .venv-verl
 TRL_VENV ?= .venv-trl
+RAY_VENV ?= .venv-ray
 VERL_DEPS := codetiming "tensordict>=0.8.0,<=0.10.0,!=0.9.0" hydra-core ray "transformers>=5.5.3,<5.11,!=5.6.0" datasets
 CPU_TORCH_FIRST = if command -v nvidia-smi >/dev/null 2>&1; then echo "GPU found: torch from pyproject"; \
 	else $(1)/bin/pip install -q "$(TORCH_CPU)" || echo "local CPU wheel $(TORCH_CPU) not found"; fi
 
-.PHONY: install test lint bench figures verify clean env-verl env-trl test-verl test-trl
+.PHONY: install test lint bench figures verify clean env-verl env-trl env-ray test-verl test-trl test-ray
 
 install: $(BIN)/ladsim
 
@@ -61,11 +62,24 @@ $(TRL_VENV)/.built: pyproject.toml Makefile
 	$(TRL_VENV)/bin/pip install -q -e ".[trl]" "pytest>=7.4"
 	@touch $@
 
+# Studies on a Ray cluster (ladsim[ray]): tests against a real local cluster of 2 CPUs.
+env-ray: $(RAY_VENV)/.built
+
+$(RAY_VENV)/.built: pyproject.toml Makefile
+	$(PY) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/pip install -q --upgrade pip
+	@$(call CPU_TORCH_FIRST,$(RAY_VENV))
+	$(RAY_VENV)/bin/pip install -q -e ".[dev,ray]"
+	@touch $@
+
 test-verl: env-verl
 	$(VERL_VENV)/bin/python -m pytest tests/integration/verl
 
 test-trl: env-trl
 	$(TRL_VENV)/bin/python -m pytest tests/integration/trl
 
+test-ray: env-ray
+	$(RAY_VENV)/bin/python -m pytest tests/integration/ray
+
 clean:
-	rm -rf $(VENV) $(VERL_VENV) $(TRL_VENV) .pytest_cache .hypothesis runs
+	rm -rf $(VENV) $(VERL_VENV) $(TRL_VENV) $(RAY_VENV) .pytest_cache .hypothesis runs
