@@ -96,4 +96,4 @@ class RayExecutor:
                         yield Outcome(run, frames, seconds)
         finally:
             for ref in pending:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref)  # force=True races a finishing task (a fatal check in Ray 2.60)
