@@ -68,8 +68,8 @@ class RayExecutor:
             self.owned = False
 
     def outcomes(self, runs: list[Run]) -> Iterator[Outcome]:
-        """Submit one task per run, yield each outcome as its task finishes; cancel what is left when the
-        driver stops early (Ctrl-C)."""
+        """Submit one task per run, yield each outcome as its task finishes; when the driver stops early
+        (Ctrl-C) the tasks left are cancelled, or stopped with the cluster this executor started."""
         ray = self.ray
         if self.remote is None:
             raise RuntimeError("a RayExecutor is used inside `with RayExecutor(...)`")
@@ -94,6 +94,7 @@ class RayExecutor:
                                                                   if tries else ""))
                     else:
                         yield Outcome(run, frames, seconds)
-        finally:
-            for ref in pending:
-                ray.cancel(ref)  # force=True races a finishing task (a fatal check in Ray 2.60)
+        finally:  # a cluster started here is stopped whole on leaving; on another's, our tasks are cancelled
+            if not self.owned:  # (cancelling next to a shutdown can hit a fatal check in Ray 2.60's driver)
+                for ref in pending:
+                    ray.cancel(ref)
