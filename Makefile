@@ -27,7 +27,7 @@ $(BIN)/ladsim: pyproject.toml
 	@touch $@
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 lint: install
 	$(BIN)/ruff check ladsim tests
