@@ -178,6 +178,11 @@ def token_covariance(batch: Batch) -> tuple[Tensor, Tensor]:
     valid = _valid(batch)
     a = torch.broadcast_to(batch.advantages, valid.shape).detach()
     lp = torch.broadcast_to(batch.logp, valid.shape).detach()
+    if batch.mask is None and batch.weights is not None:  # the bandit's exact mode: plain weighted means
+        w = torch.broadcast_to(batch.weights, valid.shape)
+        total = w.sum(-1, keepdim=True)
+        cov = (a - (w * a).sum(-1, keepdim=True) / total) * (lp - (w * lp).sum(-1, keepdim=True) / total)
+        return cov, valid
     cov = (a - _row_mean(a, valid, batch.weights)) * (lp - _row_mean(lp, valid, batch.weights))
     return cov, valid
 
@@ -225,9 +230,11 @@ def clip_cov(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor]) -
 def _clip_cov_cut(batch: Batch, params: ClipCovParams, terms: Tensor) -> tuple[Tensor, Tensor]:
     """``(cut, scale)``: the entries whose term is scaled, and by what (exact mode: ``keep`` of every eligible
     arm; samples: 0 on the randomly picked ones). Draws from ``batch.generator`` in sampled mode."""
-    unclipped = ppo_terms(batch.logp, batch.logp_old, batch.advantages)
     cov, valid = token_covariance(batch)
-    eligible = valid & (cov > params.lb) & (cov < params.ub) & ~(terms.detach() > unclipped.detach())
+    eligible = valid & (cov > params.lb) & (cov < params.ub)
+    if params.eps_low is not None or params.eps_high is not None:  # not the tokens the PPO clip already stops
+        unclipped = ppo_terms(batch.logp, batch.logp_old, batch.advantages)
+        eligible &= ~(terms.detach() > unclipped.detach())
     if batch.exact:
         w = torch.broadcast_to(batch.weights, cov.shape) * eligible
         mass = w.sum(-1, keepdim=True)
