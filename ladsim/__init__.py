@@ -25,8 +25,12 @@ Names are loaded on first use, so ``import ladsim`` itself imports neither torch
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("ladsim")  # pyproject.toml's, the one place it is written
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
 
 _API = {
     "ladsim.losses": ("lad_loss", "lad_theory_loss", "grpo_loss", "lad_terms", "grpo_terms", "ppo_terms"),

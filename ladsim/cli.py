@@ -34,14 +34,10 @@ COMMANDS = {
 
 
 def version() -> str:
-    """The installed package's version (``pyproject.toml``)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as package_version
+    """The installed package's version (``pyproject.toml``), as ``ladsim.__version__`` has it."""
+    from ladsim import __version__
 
-    try:
-        return package_version("ladsim")
-    except PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 def _version_callback(value: bool) -> None:
@@ -57,9 +53,8 @@ _app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-run_app = typer.Typer(help="Train policies and write a run directory.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks that print ratios measured side by side in one run.",
-                        no_args_is_help=True)
+run_app = typer.Typer(help=COMMANDS["run"], no_args_is_help=True)
+bench_app = typer.Typer(help=COMMANDS["bench"], no_args_is_help=True)
 _app.add_typer(run_app, name="run")
 _app.add_typer(bench_app, name="bench")
 

@@ -2,7 +2,7 @@
 
 Every writer in ladsim writes to a temporary sibling and renames it into place when complete, so an
 interrupted run never leaves a half-written file or run directory behind. Run directories follow stricter rules
-(``atomic_dir``):
+(``claimed_dir``):
 
 * the output is checked before any work starts (``check_out_dir``, ``check_out_file``): it must not be the
   working directory or one of its parents, its nearest existing ancestor must be a writable directory, and an
@@ -107,15 +107,10 @@ def check_out_file(path: str | os.PathLike, flag: str = "--json") -> Path:
     return path
 
 
-def check_writable(out: Path, overwrite: bool) -> None:
-    """Kept for callers of the old name: ``check_out_dir``."""
-    check_out_dir(out, overwrite)
-
-
 def unique_path(stem: str | os.PathLike) -> Path:
     """``stem``, or ``stem-2``, ``stem-3``, ... : the first that does not exist yet (default run names).
 
-    The name is only a proposal: ``atomic_dir(..., unique=True)`` claims it exclusively and moves on to the
+    The name is only a proposal: ``claimed_dir(..., unique=True)`` claims it exclusively and moves on to the
     next suffix when another process took it first.
     """
     stem = Path(stem)
@@ -158,7 +153,7 @@ def _claim(out: Path, overwrite: bool, unique: bool) -> tuple[Path, bool]:
 
 
 class _Claim:
-    """What ``atomic_dir`` yields: ``tmp`` (write here) and ``out`` (the final path, chosen when claimed)."""
+    """What ``claimed_dir`` yields: ``tmp`` (write here) and ``out`` (the final path, chosen when claimed)."""
 
     def __init__(self, tmp: Path, out: Path) -> None:
         self.tmp, self.out = tmp, out
@@ -166,7 +161,13 @@ class _Claim:
 
 @contextmanager
 def claimed_dir(out: str | os.PathLike, overwrite: bool = False, unique: bool = False) -> Iterator[_Claim]:
-    """``atomic_dir`` that also tells the final path (with ``unique`` it can differ from ``out``)."""
+    """Yield a fresh temporary directory beside ``out`` (``claim.tmp``); on success it is renamed to the final
+    path ``claim.out`` (with ``unique`` it can differ from ``out``).
+
+    ``out`` is validated (``check_out_dir``) and claimed exclusively on entry. On any exception
+    (``KeyboardInterrupt`` and ``SystemExit`` included) the temporary directory is removed and ``out`` is left
+    exactly as it was.
+    """
     out = check_out_dir(out, overwrite, unique=unique)
     out, created = _claim(out, overwrite, unique)
     try:
@@ -208,18 +209,6 @@ def _commit(tmp: Path, out: Path, created: bool) -> None:
         (out / LOCK).unlink(missing_ok=True)
         raise
     shutil.rmtree(trash, ignore_errors=True)
-
-
-@contextmanager
-def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside ``out``; on success it is renamed to ``out``.
-
-    ``out`` is validated (``check_out_dir``) and claimed exclusively on entry. On any exception
-    (``KeyboardInterrupt`` and ``SystemExit`` included) the temporary directory is removed and ``out`` is left
-    exactly as it was.
-    """
-    with claimed_dir(out, overwrite) as claim:
-        yield claim.tmp
 
 
 @contextmanager

@@ -197,6 +197,26 @@ def _masked_log_normalize(x: Tensor, mask: Tensor | None) -> Tensor:
     return x - torch.logsumexp(x, dim=-1, keepdim=True)
 
 
+def induced_log_distributions(log_ratio: Tensor, u: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(log P_pi, log P_A)`` of Lemma 3.1 over the last axis: ``log_ratio - logsumexp(log_ratio)`` and
+    ``u - logsumexp(u)``, partition functions over the unmasked entries only; masked entries hold 0 (not
+    ``-inf``, whose differences would be NaN). Inputs broadcast to one shape ``(..., n)``."""
+    log_ratio, u = torch.broadcast_tensors(log_ratio, u)
+    log_p_pi = _masked_log_normalize(log_ratio, mask)
+    log_p_a = _masked_log_normalize(u, mask)
+    if mask is not None:
+        keep = torch.broadcast_to(mask, log_p_pi.shape) > 0
+        log_p_pi = torch.where(keep, log_p_pi, torch.zeros_like(log_p_pi))
+        log_p_a = torch.where(keep, log_p_a, torch.zeros_like(log_p_a))
+    return log_p_pi, log_p_a
+
+
+def log_softmax_backward(grad: Tensor, probs: Tensor) -> Tensor:
+    """The backward of ``log p = x - logsumexp(x)`` over the last axis: ``dL/dx = g - p sum(g)`` for
+    ``g = dL/dlog p`` and ``p = exp(log p)`` (both ``(..., n)``)."""
+    return torch.addcmul(grad, probs, grad.sum(-1, keepdim=True), value=-1.0)
+
+
 def lad_theory_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
                     div: str | Divergence = "js", mask: Tensor | None = None) -> Tensor:
     """Theoretical LAD loss: ``D_f(P_pi || P_A)`` with exact partition functions (LAD_SPEC, Lemma 3.1).
@@ -213,13 +233,7 @@ def lad_theory_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: 
     eta = check_eta(eta)
     get_divergence(div)
     logp, logp_old, advantages = _promote(logp, logp_old, advantages)
-    log_ratio, u = torch.broadcast_tensors(logp - logp_old.detach(), advantages / eta)
-    log_p_pi = _masked_log_normalize(log_ratio, mask)
-    log_p_a = _masked_log_normalize(u, mask)
-    if mask is not None:  # -inf - -inf would be NaN; masked summands are zeroed by reduce_actions anyway
-        keep = torch.broadcast_to(mask, log_p_pi.shape) > 0
-        log_p_pi = torch.where(keep, log_p_pi, torch.zeros_like(log_p_pi))
-        log_p_a = torch.where(keep, log_p_a, torch.zeros_like(log_p_a))
+    log_p_pi, log_p_a = induced_log_distributions(logp - logp_old.detach(), advantages / eta, mask)
     terms = get_divergence(div).perspective(log_p_pi, log_p_a)
     return reduce_actions(terms, torch.ones_like(terms), mask)
 
@@ -273,14 +287,43 @@ def ppo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: fl
     return terms
 
 
+KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
+
+
+def kl_terms(logp: Tensor, logp_ref: Tensor, estimator: str = "k3", *, clamp: bool = False) -> Tensor:
+    """Per-sample KL estimators with ``t = logp - logp_ref`` (Schulman 2020; OBJECTIVES.md), shape of the inputs.
+
+        k1 = t        k2 = t^2 / 2        k3 = exp(-t) - 1 + t        k3+ = value of k3, gradient of k2
+
+    From samples of ``pi_theta``: ``E[k1] = E[k3] = KL(pi_theta || pi_ref)``. As a loss (gradient through
+    ``logp``, samples fixed) the expected gradients are 0 (k1), ``grad KL(pi || pi_ref)`` (k2, k3+) and
+    ``grad KL(pi_ref || pi)`` (k3). ``clamp=True`` applies verl's clamps (``-t`` to [-20, 20], k3 to
+    [-10, 10]); off by default (ladsim's exact numbers).
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of: {', '.join(KL_ESTIMATORS)}")
+    t = logp - logp_ref.detach()
+    if estimator == "k1":
+        return t
+    k2 = 0.5 * t * t
+    if estimator == "k2":
+        return k2
+    neg_t = t.neg().clamp(-20.0, 20.0) if clamp else t.neg()
+    k3 = torch.expm1(neg_t) + t
+    if clamp:
+        k3 = k3.clamp(-10.0, 10.0)
+    if estimator == "k3":
+        return k3
+    return k3.detach() + k2 - k2.detach()  # k3+: straight-through
+
+
 def _grpo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, eps_low: float | None,
                 eps_high: float | None, beta: float, logp_ref: Tensor | None) -> Tensor:
     """``grpo_terms`` on validated inputs."""
     logp, logp_old, advantages, logp_ref = _promote(logp, logp_old, advantages, logp_ref)
     terms = ppo_terms(logp, logp_old, advantages, eps_low=eps_low, eps_high=eps_high)
     if beta:
-        delta = logp_ref.detach() - logp
-        terms = terms + beta * (torch.exp(delta) - delta - 1.0)
+        terms = terms + beta * kl_terms(logp, logp_ref, "k3")
     return terms
 
 

@@ -17,7 +17,6 @@ controlled bandit"). It does not give the optimizer, eta or the mixture; ladsim'
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 from ladsim.advantages import SCALES
@@ -26,7 +25,7 @@ from ladsim.bandit.rewards import RewardSpec, parse_reward
 from ladsim.divergences import get_divergence
 from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, make_params
 from ladsim.resources import check_memory
-from ladsim.validation import check_field_types
+from ladsim.validation import check_field_types, finite
 
 OBJECTIVES = ("grpo", "lad", "lad-theory")  # the default set: the paper's Figure 1
 DTYPES = ("float64", "float32")
@@ -89,8 +88,8 @@ class BanditConfig:
         check_field_types(self)  # `seeds = 1.5` in a study file is refused here, not deep in torch
         need(0 <= self.seed < SEED_LIMIT, f"--seed must be an integer in [0, 2^63), got {self.seed}")
         need(isinstance(self.arms, int) and self.arms >= 2, f"--arms must be an integer >= 2, got {self.arms}")
-        need(_finite(self.eta) and self.eta > 0, f"--eta must be a finite number > 0, got {self.eta}")
-        need(_finite(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr}")
+        need(finite(self.eta) and self.eta > 0, f"--eta must be a finite number > 0, got {self.eta}")
+        need(finite(self.lr) and self.lr > 0, f"--lr must be a finite number > 0, got {self.lr}")
         need(isinstance(self.steps, int) and self.steps >= 1, f"--steps must be an integer >= 1, got {self.steps}")
         need(self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}")
         need(len(self.objectives) > 0, "give at least one --objective")
@@ -109,8 +108,8 @@ class BanditConfig:
         need(self.refresh_every >= 0, f"--refresh-every must be >= 0 (0 = never), got {self.refresh_every}")
         need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         need(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
-        need(_finite(self.init_std) and self.init_std >= 0, f"--init-std must be >= 0, got {self.init_std}")
-        need(self.clip is None or (_finite(self.clip) and self.clip > 0), f"--clip must be > 0, got {self.clip}")
+        need(finite(self.init_std) and self.init_std >= 0, f"--init-std must be >= 0, got {self.init_std}")
+        need(self.clip is None or (finite(self.clip) and self.clip > 0), f"--clip must be > 0, got {self.clip}")
         need(all(isinstance(k, int) and k >= 1 for k in self.metric_ks), "metric k values must be integers >= 1")
         need(self.kl is None or self.kl in KL_ESTIMATORS,
              f"unknown --kl estimator {self.kl!r}; choose from: {', '.join(KL_ESTIMATORS)}")
@@ -139,7 +138,7 @@ class BanditConfig:
             raise ValueError(f"the reward has {spec.n_arms} arms but --arms is {self.arms}")
         if self.prior is not None:
             need(len(self.prior) == self.arms, f"the prior has {len(self.prior)} entries, expected {self.arms}")
-            need(all(_finite(p) and p > 0 for p in self.prior), "prior probabilities must be finite and > 0")
+            need(all(finite(p) and p > 0 for p in self.prior), "prior probabilities must be finite and > 0")
 
     def objective_params(self, name: str):
         """The parameters ``name`` trains with: registry defaults < shared settings < ``params``."""
@@ -169,7 +168,3 @@ class BanditConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ladsim.losses import log_softmax_backward
 from ladsim.objectives import Batch, EntropyBonus, KLPenalty, Objective, objective_loss
 
 
@@ -98,7 +99,7 @@ def _autograd_gradient(obj: Objective, batch: Batch, params: Any, state: Mapping
 
 def logit_gradient(g: Tensor, pi: Tensor) -> Tensor:
     """``dL/dtheta = g - pi * sum(g)`` for ``logp = log_softmax(theta)``: ``g, pi (S, N)`` -> ``(S, N)``."""
-    return torch.addcmul(g, pi, g.sum(-1, keepdim=True), value=-1.0)
+    return log_softmax_backward(g, pi)
 
 
 class FusedOptimizer:

@@ -25,7 +25,7 @@ import pandas as pd
 from ladsim.bandit.metrics import STD_TARGET_METRICS, SUMMARY_METRICS
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.trainer import TrainResult, train
-from ladsim.io import atomic_dir, check_out_dir, claimed_dir, unique_path, write_json
+from ladsim.io import claimed_dir, unique_path, write_json
 from ladsim.stats import METHOD, mean_interval
 from ladsim.plots import distance_notes, plot_distribution, save_figure
 
@@ -97,19 +97,11 @@ def run(config: BanditConfig, out: str | Path | None = None, *, overwrite: bool 
     """
     default_out = out is None
     out = default_run_dir(config) if default_out else Path(out)
-    check_out_dir(out, overwrite, unique=default_out)  # before any work: a bad out must not cost a training run
-    with claimed_dir(out, overwrite, unique=default_out) as claim:
+    with claimed_dir(out, overwrite, unique=default_out) as claim:  # checks `out` first: before any training
         result = train(config, on_steps=on_steps, threads=threads)
         check_finite(result)
         summary = write_run_files(result, claim.tmp)
     return claim.out, summary, result
-
-
-def write_run(result: TrainResult, out: str | Path, overwrite: bool = False) -> dict:
-    """Check ``result`` (``check_finite``), write the run directory ``out`` atomically, return the summary."""
-    check_finite(result)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        return write_run_files(result, tmp)
 
 
 def write_run_files(result: TrainResult, tmp: Path) -> dict:

@@ -77,10 +77,10 @@ def log_prior(config: BanditConfig) -> Tensor:
     return torch.log(prior / prior.sum())
 
 
-def target_log_distribution(config: BanditConfig) -> Tensor:
-    """``log(pi_old exp(A/eta) / Z)`` at the prior, ``(N,)``; the centering of ``A`` cancels in ``Z``."""
+def target_log_distribution(config: BanditConfig, reward_scale: float = 1.0) -> Tensor:
+    """``log(pi_old exp(A/(scale eta)) / Z)`` at the prior, ``(N,)``; the centering of ``A`` cancels in ``Z``."""
     rewards = torch.tensor(config.reward_spec().expected_rewards(), dtype=torch_dtype(config))
-    return torch.log_softmax(log_prior(config) + rewards / config.eta, dim=-1)
+    return torch.log_softmax(log_prior(config) + rewards / (reward_scale * config.eta), dim=-1)
 
 
 def std_target_log_distribution(config: BanditConfig) -> Tensor | None:
@@ -93,10 +93,7 @@ def std_target_log_distribution(config: BanditConfig) -> Tensor | None:
     prior = log_prior(config).double().exp().numpy()
     mean = prior @ spec.expected_rewards()
     sigma = float(np.sqrt(max(prior @ spec.second_moment() - mean**2, 0.0)))
-    if sigma == 0.0:
-        return None
-    rewards = torch.tensor(spec.expected_rewards(), dtype=torch_dtype(config))
-    return torch.log_softmax(log_prior(config) + rewards / (sigma * config.eta), dim=-1)
+    return None if sigma == 0.0 else target_log_distribution(config, sigma)
 
 
 def make_optimizer(params: Tensor | list[Tensor], config: BanditConfig) -> torch.optim.Optimizer:

@@ -37,7 +37,7 @@ from ladsim.llm.token_loss import (
     AGG_MODES,
     agg_loss,
     bool_mask,
-    check_float,
+    check_like_log_prob,
     check_token_inputs,
     expand_advantages,
     zero_masked,
@@ -135,9 +135,7 @@ def objective_token_terms(objective: str, log_prob: Tensor, old_log_prob: Tensor
     extra = {}
     for name, x in (("entropy", entropy), ("logp_ref", ref_log_prob)):
         if x is not None:
-            check_float(name, x)
-            if tuple(x.shape) != tuple(log_prob.shape):
-                raise ValueError(f"{name} shape {tuple(x.shape)} != log_prob shape {tuple(log_prob.shape)}")
+            check_like_log_prob(name, x, log_prob)
             extra[name] = x.to(dt)[keep][None]
     batch = Batch(logp=logp[keep][None], logp_old=old[keep][None], advantages=adv[keep][None],
                   generator=generator, **extra)
@@ -165,10 +163,7 @@ def objective_token_loss(objective: str, log_prob: Tensor, old_log_prob: Tensor,
     terms = objective_token_terms(objective, log_prob, old_log_prob, advantages, response_mask, params=params,
                                   ratio=ratio, entropy=entropy, ref_log_prob=ref_log_prob, generator=generator)
     if token_weights is not None:
-        check_float("token_weights", token_weights)
-        if tuple(token_weights.shape) != tuple(terms.shape):
-            raise ValueError(f"token_weights shape {tuple(token_weights.shape)} != log_prob shape "
-                             f"{tuple(terms.shape)}")
+        check_like_log_prob("token_weights", token_weights, log_prob)
         keep = bool_mask(response_mask)
         terms = terms * zero_masked(token_weights.detach().to(terms.dtype), keep)
     return agg_loss(terms, response_mask, loss_agg_mode, norm_length, n_tokens=n_tokens, n_seqs=n_seqs,

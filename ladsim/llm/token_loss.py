@@ -50,6 +50,12 @@ def check_float(name: str, x: Any) -> None:
         raise ValueError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
 
 
+def check_like_log_prob(name: str, x: Any, log_prob: Tensor) -> None:
+    """``check_float`` and the shape of ``log_prob``, for an optional per-token input (``ValueError`` naming it)."""
+    check_float(name, x)
+    if tuple(x.shape) != tuple(log_prob.shape):
+        raise ValueError(f"{name} shape {tuple(x.shape)} != log_prob shape {tuple(log_prob.shape)}")
+
 
 def check_token_inputs(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, response_mask: Tensor,
                        loss_agg_mode: str = "token-mean") -> None:
@@ -252,10 +258,7 @@ def grpo_token_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, 
     """
     check_token_inputs(log_prob, old_log_prob, advantages, response_mask, loss_agg_mode)
     if ref_log_prob is not None:
-        check_float("ref_log_prob", ref_log_prob)
-        if tuple(ref_log_prob.shape) != tuple(log_prob.shape):
-            raise ValueError(f"ref_log_prob shape {tuple(ref_log_prob.shape)} != log_prob shape "
-                             f"{tuple(log_prob.shape)}")
+        check_like_log_prob("ref_log_prob", ref_log_prob, log_prob)
     keep = bool_mask(response_mask)
     if ratio == "token":
         ref = None if ref_log_prob is None else zero_masked(ref_log_prob, keep)

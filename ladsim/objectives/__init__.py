@@ -13,7 +13,8 @@ modifiers :class:`KLPenalty` and :class:`EntropyBonus` compose with any of them.
 from ladsim.objectives import ppo  # noqa: F401  (grpo, entadv, clip-cov, kl-cov)
 from ladsim.objectives import lad  # noqa: F401, I001  (lad, lad-theory)
 from ladsim.objectives import flowrl  # noqa: F401  (flowrl)
-from ladsim.objectives.modifiers import KL_ESTIMATORS, EntropyBonus, KLPenalty, kl_terms
+from ladsim.losses import KL_ESTIMATORS, kl_terms
+from ladsim.objectives.modifiers import EntropyBonus, KLPenalty
 from ladsim.objectives.registry import (
     OBJECTIVES,
     Batch,

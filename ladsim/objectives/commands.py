@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from ladsim.objectives.modifiers import KL_ESTIMATORS, EntropyBonus, KLPenalty
+from ladsim.losses import KL_ESTIMATORS
+from ladsim.objectives.modifiers import EntropyBonus, KLPenalty
 from ladsim.objectives.registry import OBJECTIVES, describe_fields
 
 

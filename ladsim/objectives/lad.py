@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import LOG2, get_divergence
-from ladsim.losses import lad_loss, lad_terms, lad_theory_loss
+from ladsim.losses import induced_log_distributions, lad_loss, lad_terms, lad_theory_loss, log_softmax_backward
 from ladsim.objectives.registry import Batch, check_number, register_gradient, register_objective
 
 _REF = "Li & Li, LAD: Learning Advantage Distribution for Reasoning, arXiv:2602.20132 (2026)"
@@ -75,18 +75,12 @@ def lad_grad(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> tu
 def lad_theory_grad(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
     """``dL/dlogp = g - P_pi sum(g)``, ``g = P_pi f'(P_pi/P_A)``: the perspective's derivative in ``log P_pi``
     through the normalization ``log P_pi = x - logsumexp(x)``, ``x = logp - logp_old``."""
-    log_ratio, u = torch.broadcast_tensors(batch.logp - batch.logp_old, batch.advantages / params.eta)
-    keep = None if batch.mask is None else torch.broadcast_to(batch.mask, log_ratio.shape) > 0
-    if keep is not None:
-        log_ratio = log_ratio.masked_fill(~keep, float("-inf"))
-        u = u.masked_fill(~keep, float("-inf"))
-    log_p_pi = log_ratio - torch.logsumexp(log_ratio, -1, keepdim=True)
-    log_p_a = u - torch.logsumexp(u, -1, keepdim=True)
-    if keep is not None:
-        log_p_pi = torch.where(keep, log_p_pi, torch.zeros_like(log_p_pi))
-        log_p_a = torch.where(keep, log_p_a, torch.zeros_like(log_p_a))
+    log_p_pi, log_p_a = induced_log_distributions(batch.logp - batch.logp_old, batch.advantages / params.eta,
+                                                  batch.mask)
     g = perspective_grad(params.div, log_p_pi, log_p_a)
-    if keep is not None:
+    p_pi = torch.exp(log_p_pi)
+    if batch.mask is not None:  # masked entries are no actions: no gradient, no probability
+        keep = torch.broadcast_to(batch.mask, g.shape) > 0
         g = torch.where(keep, g, torch.zeros_like(g))
-    p_pi = torch.exp(log_p_pi) if keep is None else torch.where(keep, torch.exp(log_p_pi), torch.zeros_like(g))
-    return torch.addcmul(g, p_pi, g.sum(-1, keepdim=True), value=-1.0), {}
+        p_pi = torch.where(keep, p_pi, torch.zeros_like(p_pi))
+    return log_softmax_backward(g, p_pi), {}

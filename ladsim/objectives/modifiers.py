@@ -2,7 +2,8 @@
 
 Both contribute per-action terms that ``objective_loss`` reduces the way it reduces the objective's own terms
 (exact expectation under ``pi_old`` or the sample mean), as an LLM trainer adds ``beta * kl`` and
-``-alpha_H * H`` to every token's loss (OBJECTIVES.md "KL penalty", "entropy bonus").
+``-alpha_H * H`` to every token's loss (OBJECTIVES.md "KL penalty", "entropy bonus"). The estimators
+themselves are the loss core's (:func:`ladsim.losses.kl_terms`).
 """
 
 from __future__ import annotations
@@ -12,37 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ladsim.losses import KL_ESTIMATORS, kl_terms
 from ladsim.objectives.registry import Batch, check_number
-
-KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
-
-
-def kl_terms(logp: Tensor, logp_ref: Tensor, estimator: str = "k3", *, clamp: bool = False) -> Tensor:
-    """Per-sample KL estimators with ``t = logp - logp_ref`` (Schulman 2020; OBJECTIVES.md), shape of the inputs.
-
-        k1 = t        k2 = t^2 / 2        k3 = exp(-t) - 1 + t        k3+ = value of k3, gradient of k2
-
-    From samples of ``pi_theta``: ``E[k1] = E[k3] = KL(pi_theta || pi_ref)``. As a loss (gradient through
-    ``logp``, samples fixed) the expected gradients are 0 (k1), ``grad KL(pi || pi_ref)`` (k2, k3+) and
-    ``grad KL(pi_ref || pi)`` (k3). ``clamp=True`` applies verl's clamps (``-t`` to [-20, 20], k3 to
-    [-10, 10]); off by default (ladsim's exact numbers).
-    """
-    if estimator not in KL_ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {estimator!r}; choose one of: {', '.join(KL_ESTIMATORS)}")
-    t = logp - logp_ref.detach()
-    if estimator == "k1":
-        return t
-    k2 = 0.5 * t * t
-    if estimator == "k2":
-        return k2
-    neg_t = t.neg().clamp(-20.0, 20.0) if clamp else t.neg()
-    k3 = torch.expm1(neg_t) + t
-    if clamp:
-        k3 = k3.clamp(-10.0, 10.0)
-    if estimator == "k3":
-        return k3
-    return k3.detach() + k2 - k2.detach()  # k3+: straight-through
-
 
 @dataclass(frozen=True)
 class KLPenalty:

@@ -158,32 +158,24 @@ def entadv_grad(batch: Batch, params: EntAdvParams, state: Mapping[str, Tensor])
 
 # --- covariance-based: clip-cov, kl-cov --------------------------------------------------------------------
 
-def _valid(batch: Batch) -> Tensor:
-    shape = torch.broadcast_shapes(batch.logp.shape, batch.advantages.shape)
-    if batch.mask is None:
-        return torch.ones(shape, dtype=torch.bool, device=batch.logp.device)
-    return torch.broadcast_to(batch.mask, shape) > 0
-
-
-def _row_mean(x: Tensor, valid: Tensor, weights: Tensor | None) -> Tensor:
-    """Mean over the last axis of the valid entries, ``weights``-weighted if given; ``(..., 1)``."""
-    w = valid.to(x.dtype) if weights is None else weights.to(x.dtype) * valid
-    w = torch.broadcast_to(w, x.shape)
+def _row_mean(x: Tensor, valid: Tensor | None, weights: Tensor | None) -> Tensor:
+    """Mean over the last axis of the valid entries (``None``: all), ``weights``-weighted if given; ``(..., 1)``."""
+    if weights is None and valid is None:
+        return x.mean(-1, keepdim=True)
+    w = weights if valid is None else valid if weights is None else weights * valid
+    w = torch.broadcast_to(w.to(x.dtype), x.shape)
     return (w * x).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny)
 
 
 def token_covariance(batch: Batch) -> tuple[Tensor, Tensor]:
     """``(cov, valid)``: ``cov = (A - mean A)(logp - mean logp)`` (detached), means over the valid entries of the
     row (``pi_old``-weighted in exact mode); both of the broadcast shape ``(..., n)``."""
-    valid = _valid(batch)
-    a = torch.broadcast_to(batch.advantages, valid.shape).detach()
-    lp = torch.broadcast_to(batch.logp, valid.shape).detach()
-    if batch.mask is None and batch.weights is not None:  # the bandit's exact mode: plain weighted means
-        w = torch.broadcast_to(batch.weights, valid.shape)
-        total = w.sum(-1, keepdim=True)
-        cov = (a - (w * a).sum(-1, keepdim=True) / total) * (lp - (w * lp).sum(-1, keepdim=True) / total)
-        return cov, valid
-    cov = (a - _row_mean(a, valid, batch.weights)) * (lp - _row_mean(lp, valid, batch.weights))
+    shape = torch.broadcast_shapes(batch.logp.shape, batch.advantages.shape)
+    masked = None if batch.mask is None else torch.broadcast_to(batch.mask, shape) > 0
+    a = torch.broadcast_to(batch.advantages, shape).detach()
+    lp = torch.broadcast_to(batch.logp, shape).detach()
+    cov = (a - _row_mean(a, masked, batch.weights)) * (lp - _row_mean(lp, masked, batch.weights))
+    valid = masked if masked is not None else torch.ones(shape, dtype=torch.bool, device=cov.device)
     return cov, valid
 
 

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from ladsim.losses import reduce_actions
+from ladsim.validation import parse_bool
 
 
 @dataclass(frozen=True)
@@ -234,8 +235,6 @@ def list_objectives() -> list[str]:
 # --- parameters -------------------------------------------------------------------------------------------
 
 _NONE_WORDS = {"none", "null"}
-_TRUE_WORDS = {"true", "1", "yes", "on"}
-_FALSE_WORDS = {"false", "0", "no", "off"}
 
 
 def _parse_value(objective: str, field: dataclasses.Field, value: Any, hint: Any) -> Any:
@@ -250,11 +249,7 @@ def _parse_value(objective: str, field: dataclasses.Field, value: Any, hint: Any
             return None
         try:
             if base is bool:
-                if text.lower() in _TRUE_WORDS:
-                    return True
-                if text.lower() in _FALSE_WORDS:
-                    return False
-                raise ValueError
+                return parse_bool(text, where)
             if base is int:
                 return int(text)
             if base is float:

@@ -7,8 +7,7 @@ Shared by every executor (:mod:`ladsim.studies.execute`): this process, a pool o
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import pandas as pd
 
@@ -34,25 +33,12 @@ def compute_run(run: Run) -> Frames:
     return {"final": final, "trajectory": trajectory, "policy": final_policy_frame(result)}
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread for the duration: the tensors here are tiny (seeds x arms), and on a
-    busy machine the threads' synchronization costs more than the arithmetic (a 4 x 50 log_softmax measured
-    at ~7 ms with 2 threads under load, well under 0.1 ms with one)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def compute_timed(run: Run, compute: Callable[[Run], Frames] = compute_run) -> tuple[Frames, float]:
     """A worker's unit of work: ``(frames, seconds)`` of ``compute(run)`` on one torch thread; writes nothing."""
+    from ladsim.bandit.trainer import torch_threads
+
     start = time.perf_counter()
-    with _one_thread():
+    with torch_threads(1):  # the tensors are tiny: threads' synchronization would cost more than it saves
         frames = compute(run)
     return frames, time.perf_counter() - start
 

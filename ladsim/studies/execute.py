@@ -87,18 +87,11 @@ class PoolExecutor:
                 fut.cancel()
 
 
-def _worker_init() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def make_executor(jobs: int) -> ProcessPoolExecutor:
-    """Worker processes for runs (spawned, one torch thread each: the tensors are tiny)."""
+    """Worker processes for runs (spawned; each run computes on one torch thread, ``compute_timed``)."""
     import multiprocessing
 
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init)
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
 
 
 def check_executor(executor: object, address: str | None) -> None:
