@@ -190,10 +190,11 @@ def _weighted_lad(logp: Tensor, logp_old: Tensor, advantages: Tensor, eta: float
 
 # --- theoretical LAD ------------------------------------------------------------------------------
 
-def _masked_log_normalize(x: Tensor, mask: Tensor | None) -> Tensor:
+def masked_log_normalize(x: Tensor, mask: Tensor | None) -> Tensor:
     """``x - logsumexp(x)`` over the last axis, over unmasked entries only (masked entries -> -inf)."""
-    if mask is not None:
-        x = x.masked_fill(torch.broadcast_to(mask, x.shape) <= 0, float("-inf"))
+    if mask is None:
+        return torch.log_softmax(x, dim=-1)
+    x = x.masked_fill(torch.broadcast_to(mask, x.shape) <= 0, float("-inf"))
     return x - torch.logsumexp(x, dim=-1, keepdim=True)
 
 
@@ -202,8 +203,8 @@ def induced_log_distributions(log_ratio: Tensor, u: Tensor, mask: Tensor | None 
     ``u - logsumexp(u)``, partition functions over the unmasked entries only; masked entries hold 0 (not
     ``-inf``, whose differences would be NaN). Inputs broadcast to one shape ``(..., n)``."""
     log_ratio, u = torch.broadcast_tensors(log_ratio, u)
-    log_p_pi = _masked_log_normalize(log_ratio, mask)
-    log_p_a = _masked_log_normalize(u, mask)
+    log_p_pi = masked_log_normalize(log_ratio, mask)
+    log_p_a = masked_log_normalize(u, mask)
     if mask is not None:
         keep = torch.broadcast_to(mask, log_p_pi.shape) > 0
         log_p_pi = torch.where(keep, log_p_pi, torch.zeros_like(log_p_pi))
@@ -211,10 +212,11 @@ def induced_log_distributions(log_ratio: Tensor, u: Tensor, mask: Tensor | None 
     return log_p_pi, log_p_a
 
 
-def log_softmax_backward(grad: Tensor, probs: Tensor) -> Tensor:
-    """The backward of ``log p = x - logsumexp(x)`` over the last axis: ``dL/dx = g - p sum(g)`` for
-    ``g = dL/dlog p`` and ``p = exp(log p)`` (both ``(..., n)``)."""
-    return torch.addcmul(grad, probs, grad.sum(-1, keepdim=True), value=-1.0)
+def log_softmax_backward(grad: Tensor, logp: Tensor) -> Tensor:
+    """The backward of ``logp = x - logsumexp(x)`` over the last axis: ``dL/dx = g - exp(logp) sum(g)`` for
+    ``g = dL/dlogp``, both ``(..., n)``; ``logp = -inf`` marks an entry outside the support (its ``g`` must be
+    0). One kernel: torch's own log-softmax backward, which autograd runs for ``torch.log_softmax``."""
+    return torch._log_softmax_backward_data(grad, logp, -1, logp.dtype)
 
 
 def lad_theory_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,

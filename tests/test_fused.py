@@ -59,6 +59,33 @@ def test_fused_engine_equals_autograd_reference(objective, regime):
     _assert_same_run(BanditConfig(**settings), objective)
 
 
+@pytest.mark.parametrize("regime", ["exact-refresh", "sampled-refresh-epochs"])
+@pytest.mark.parametrize("objective", ["grpo", "lad", "lad-theory", "entadv", "clip-cov", "kl-cov", "flowrl"])
+def test_constants_are_recomputed_whenever_pi_old_or_the_sample_changes(objective, regime, monkeypatch):
+    # Both engines read the objectives' constants from the trainer's memo (Batch.constant), so the reference
+    # test above cannot see a stale memo; a run that recomputes every constant at every step can.
+    settings = dict(arms=10, reward="mixture:2/1/1,7/1/0.8", steps=40, seeds=3, log_every=10,
+                    objectives=(objective,), params={objective: SELECTIVE.get(objective, {})})
+    settings.update(REGIMES[regime])
+    config = BanditConfig(**settings)
+    cached = train_objective(config, objective)
+    monkeypatch.setattr(Batch, "constant", lambda self, key, make: make())
+    fresh = train_objective(config, objective)
+    assert np.array_equal(cached[1], fresh[1])
+    for name in fresh[0]:
+        assert np.array_equal(cached[0][name], fresh[0][name], equal_nan=True), name
+
+
+def test_batch_constant_is_computed_once_per_memo():
+    calls = []
+    x = torch.zeros(2)
+    batch = Batch(x, x, x, memo={})
+    for _ in range(3):
+        assert batch.constant("k", lambda: calls.append(1) or 7) == 7
+    assert len(calls) == 1
+    assert Batch(x, x, x).constant("k", lambda: calls.append(1) or 8) == 8 and len(calls) == 2  # no memo
+
+
 def test_fused_engine_equals_reference_in_the_paper_setting_for_4000_steps():
     config = BanditConfig(seeds=2, log_every=500)
     for objective in config.objectives:

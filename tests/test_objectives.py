@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from cli_helpers import run_main
 from spec_formulas import F
 
 from ladsim.bandit.config import BanditConfig
@@ -192,20 +193,24 @@ def test_kl_cov_sampled_respects_the_mask():
     np.testing.assert_allclose(got[:, 25:], want[:, 25:], rtol=1e-13)
 
 
-def test_kl_cov_exact_covers_rho_of_the_pi_old_mass_from_the_top():
+@pytest.mark.parametrize("ratio", [0.3, "below every weight"])
+def test_kl_cov_exact_covers_rho_of_the_pi_old_mass_from_the_top(ratio):
+    # ratio 0.3 spans several arms (the sort); a ratio below every arm's weight, as verl's default 2e-4 in a
+    # bandit, is covered by the top arm alone (the argmax path)
     lp, lp_old, adv, _ = random_inputs(rows=2, n=20, spread=1.0)
     w = np.exp(lp_old)
-    params = make_params("kl-cov", {"ratio": 0.3})
+    ratio = 0.3 if ratio == 0.3 else 0.5 * w.min()
+    params = make_params("kl-cov", {"ratio": ratio})
     got = objective_terms("kl-cov", Batch(t(lp), t(lp_old), t(adv), weights=t(w)), params).numpy()
     cov = covariance(lp, adv, w)
     frac = np.zeros_like(w)
     for i in range(2):
-        left = 0.3
+        left = ratio
         for j in np.argsort(-cov[i]):
             take = min(1.0, max(left, 0.0) / w[i, j])
             frac[i, j] = take
             left -= w[i, j]
-    np.testing.assert_allclose((w * frac).sum(-1), 0.3, rtol=1e-12)
+    np.testing.assert_allclose((w * frac).sum(-1), ratio, rtol=1e-12)
     want = -adv * np.exp(lp - lp_old) + frac * np.abs(lp - lp_old)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
 
@@ -405,14 +410,11 @@ def test_cli_runs_every_objective_with_a_kl_penalty(tmp_path):
                                  ["-o", "flowrl", "--set", "flowrl.nope=1"], ["--set", "flowrl.beta=5"],
                                  ["--kl", "k9"], ["--set", "beta=1"], ["--kl-beta", "-1", "--kl", "k2"]])
 def test_cli_refuses_bad_objectives_and_parameters_with_one_line(bad, tmp_path, capsys):
-    import subprocess
-    import sys
-
+    # in process, through the console entry point (tests/test_cli_startup.py runs one such error as a process)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "ladsim.cli", "run", "bandit", "--steps", "5", "--out", str(out),
-                           *bad], capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    code, _, err = run_main(["run", "bandit", "--steps", "5", "--out", str(out), *bad], capsys)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
     assert not out.exists() and not any(tmp_path.iterdir())
 
 

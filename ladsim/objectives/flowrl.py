@@ -57,8 +57,9 @@ def _delta_and_weight(batch: Batch, params: FlowRLParams, state: Mapping[str, Te
         raise ValueError("objective 'flowrl' needs its state {'log_z': tensor of the batch shape}; "
                          "create it with get_objective('flowrl').state(params, batch_shape)")
     logp_ref = batch.need("logp_ref", "flowrl")
-    log_z = state["log_z"].unsqueeze(-1)
-    delta = log_z + (batch.logp - logp_ref.detach()) / params.length - params.beta * batch.advantages
+    fixed = batch.constant(("flowrl.fixed", params.beta, params.length),  # the part of delta that does not move
+                           lambda: logp_ref.detach() / params.length + params.beta * batch.advantages)
+    delta = (batch.logp if params.length == 1.0 else batch.logp / params.length) - fixed + state["log_z"].unsqueeze(-1)
     weight = torch.exp(batch.logp - batch.logp_old).detach()
     if params.eps_low is not None or params.eps_high is not None:
         lo = 1.0 - params.eps_low if params.eps_low is not None else 0.0
@@ -71,5 +72,5 @@ def _delta_and_weight(batch: Batch, params: FlowRLParams, state: Mapping[str, Te
 def flowrl_grad(batch: Batch, params: FlowRLParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
     """``dl/dlogp = 2 w delta / |y|``, ``dl/dlog Z = 2 w delta`` (the weight is detached)."""
     delta, weight = _delta_and_weight(batch, params, state)
-    d_log_z = 2.0 * weight * delta
-    return d_log_z / params.length, {"log_z": d_log_z}
+    d_log_z = torch.mul(weight, delta).mul_(2.0)
+    return d_log_z if params.length == 1.0 else d_log_z / params.length, {"log_z": d_log_z}

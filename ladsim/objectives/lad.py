@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import LOG2, get_divergence
-from ladsim.losses import induced_log_distributions, lad_loss, lad_terms, lad_theory_loss, log_softmax_backward
+from ladsim.losses import (induced_log_distributions, lad_loss, lad_terms, lad_theory_loss, log_softmax_backward,
+                           masked_log_normalize)
 from ladsim.objectives.registry import Batch, check_number, register_gradient, register_objective
 
 _REF = "Li & Li, LAD: Learning Advantage Distribution for Reasoning, arXiv:2602.20132 (2026)"
@@ -65,22 +66,27 @@ def perspective_grad(div: str, lp: Tensor, lq: Tensor) -> Tensor:
     return get_divergence(div).value_and_grad(lp, lq)[1]
 
 
+def _log_q(batch: Batch, params: LADParams) -> Tensor:
+    """``u = A / eta``, once per memo."""
+    return batch.constant(("lad.log_q", params.eta), lambda: batch.advantages / params.eta)
+
+
 @register_gradient("lad")
 def lad_grad(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
     """``dl/dlogp = p f'(p/q)`` with ``log p = logp - logp_old``, ``log q = A/eta``."""
-    return perspective_grad(params.div, batch.logp - batch.logp_old, batch.advantages / params.eta), {}
+    return perspective_grad(params.div, batch.logp - batch.logp_old, _log_q(batch, params)), {}
 
 
 @register_gradient("lad-theory")
 def lad_theory_grad(batch: Batch, params: LADParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
     """``dL/dlogp = g - P_pi sum(g)``, ``g = P_pi f'(P_pi/P_A)``: the perspective's derivative in ``log P_pi``
-    through the normalization ``log P_pi = x - logsumexp(x)``, ``x = logp - logp_old``."""
-    log_p_pi, log_p_a = induced_log_distributions(batch.logp - batch.logp_old, batch.advantages / params.eta,
-                                                  batch.mask)
-    g = perspective_grad(params.div, log_p_pi, log_p_a)
-    p_pi = torch.exp(log_p_pi)
-    if batch.mask is not None:  # masked entries are no actions: no gradient, no probability
-        keep = torch.broadcast_to(batch.mask, g.shape) > 0
-        g = torch.where(keep, g, torch.zeros_like(g))
-        p_pi = torch.where(keep, p_pi, torch.zeros_like(p_pi))
-    return log_softmax_backward(g, p_pi), {}
+    through the normalization ``log P_pi = x - logsumexp(x)``, ``x = logp - logp_old`` (``log P_A``, which
+    does not move, once per memo)."""
+    log_p_a = batch.constant(("lad-theory.log_p_a", params.eta),
+                             lambda: induced_log_distributions(batch.logp_old, _log_q(batch, params), batch.mask)[1])
+    log_p_pi = masked_log_normalize(batch.logp - batch.logp_old, batch.mask)  # masked entries: -inf
+    if batch.mask is None:
+        return log_softmax_backward(perspective_grad(params.div, log_p_pi, log_p_a), log_p_pi), {}
+    keep = torch.broadcast_to(batch.mask, log_p_pi.shape) > 0  # masked entries are no actions: no gradient
+    g = perspective_grad(params.div, torch.where(keep, log_p_pi, torch.zeros_like(log_p_pi)), log_p_a)
+    return log_softmax_backward(torch.where(keep, g, torch.zeros_like(g)), log_p_pi), {}

@@ -79,6 +79,26 @@ def _ppo_value_and_grad(batch: Batch, params, advantages: Tensor | None = None) 
     return terms, d_terms
 
 
+def _unclipped(params) -> bool:
+    """Whether no clip, dual clip or log-ratio clamp is set: then ``ppo_terms`` is ``-A r`` everywhere."""
+    return (params.eps_low is None and params.eps_high is None and getattr(params, "clip_ratio_c", None) is None
+            and getattr(params, "log_ratio_clamp", None) is None)
+
+
+def _negated_advantages(batch: Batch) -> Tensor:
+    """``-A``, once per memo (:meth:`Batch.constant`)."""
+    return batch.constant("ppo.negated_advantages", lambda: -batch.advantages)
+
+
+def _ppo_grad(batch: Batch, params, negated_advantages: Tensor) -> Tensor:
+    """``dl/dlogp`` of :func:`ladsim.losses.ppo_terms` alone, given ``-A``: ``-A r`` where
+    :func:`_unclipped` (three kernels; ``-(A r)`` and ``r (-A)`` are the same floats), else
+    :func:`_ppo_value_and_grad`'s."""
+    if _unclipped(params):
+        return torch.exp(batch.logp - batch.logp_old) * negated_advantages
+    return _ppo_value_and_grad(batch, params, -negated_advantages)[1]
+
+
 def _minimum_grad(x: Tensor, y: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
     """Derivative of ``minimum(x, y)`` as autograd takes it: ``dx`` where ``x < y``, ``dy`` where ``x > y``, the
     mean of the two on a tie."""
@@ -117,7 +137,7 @@ def grpo(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor]) -> Tenso
 
 @register_gradient("grpo")
 def grpo_grad(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
-    return _ppo_value_and_grad(batch, params)[1], {}
+    return _ppo_grad(batch, params, _negated_advantages(batch)), {}
 
 
 # --- entadv -------------------------------------------------------------------------------------------------
@@ -153,30 +173,48 @@ def _shaped_advantages(batch: Batch, params: EntAdvParams) -> Tensor:
 
 @register_gradient("entadv")
 def entadv_grad(batch: Batch, params: EntAdvParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
-    return _ppo_value_and_grad(batch, params, _shaped_advantages(batch, params))[1], {}
+    """:func:`_shaped_advantages` negated, with ``-A`` and ``|A| / kappa`` computed once per memo."""
+    cap = batch.constant(("entadv.cap", params.kappa), lambda: batch.advantages.abs() / params.kappa)
+    bonus = torch.minimum(params.alpha * batch.need("entropy", "entadv").detach(), cap)
+    return _ppo_grad(batch, params, _negated_advantages(batch) - bonus), {}
 
 
 # --- covariance-based: clip-cov, kl-cov --------------------------------------------------------------------
 
-def _row_mean(x: Tensor, valid: Tensor | None, weights: Tensor | None) -> Tensor:
-    """Mean over the last axis of the valid entries (``None``: all), ``weights``-weighted if given; ``(..., 1)``."""
+def _row_weights(valid: Tensor | None, weights: Tensor | None, shape: torch.Size, dtype: torch.dtype) -> Tensor | None:
+    """The weights of a row mean over the last axis, ``(..., n)`` summing to one over the valid entries
+    (``pi_old``-weighted if ``weights`` is given); ``None`` for the plain mean of every entry."""
     if weights is None and valid is None:
-        return x.mean(-1, keepdim=True)
+        return None
     w = weights if valid is None else valid if weights is None else weights * valid
-    w = torch.broadcast_to(w.to(x.dtype), x.shape)
-    return (w * x).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny)
+    w = torch.broadcast_to(w.to(dtype), shape)
+    return w / w.sum(-1, keepdim=True).clamp(min=torch.finfo(dtype).tiny)
+
+
+def _row_mean(x: Tensor, row_weights: Tensor | None) -> Tensor:
+    """Mean of ``x`` over the last axis with :func:`_row_weights` (``None``: all entries), ``(..., 1)``."""
+    if row_weights is None:
+        return x.mean(-1, keepdim=True)
+    return (x * row_weights).sum(-1, keepdim=True)
 
 
 def token_covariance(batch: Batch) -> tuple[Tensor, Tensor]:
     """``(cov, valid)``: ``cov = (A - mean A)(logp - mean logp)`` (detached), means over the valid entries of the
-    row (``pi_old``-weighted in exact mode); both of the broadcast shape ``(..., n)``."""
-    shape = torch.broadcast_shapes(batch.logp.shape, batch.advantages.shape)
-    masked = None if batch.mask is None else torch.broadcast_to(batch.mask, shape) > 0
-    a = torch.broadcast_to(batch.advantages, shape).detach()
-    lp = torch.broadcast_to(batch.logp, shape).detach()
-    cov = (a - _row_mean(a, masked, batch.weights)) * (lp - _row_mean(lp, masked, batch.weights))
-    valid = masked if masked is not None else torch.ones(shape, dtype=torch.bool, device=cov.device)
-    return cov, valid
+    row (``pi_old``-weighted in exact mode); both of the broadcast shape ``(..., n)``. The centered advantages
+    and the row weights depend on the batch's fixed fields only: computed once per memo."""
+    def fixed() -> tuple[Tensor, Tensor, Tensor | None]:
+        shape = torch.broadcast_shapes(batch.logp.shape, batch.advantages.shape)
+        masked = None if batch.mask is None else torch.broadcast_to(batch.mask, shape) > 0
+        dtype = torch.promote_types(batch.logp.dtype, batch.advantages.dtype)
+        row_weights = _row_weights(masked, batch.weights, shape, dtype)
+        a = torch.broadcast_to(batch.advantages, shape).detach()
+        valid = masked if masked is not None else torch.ones(shape, dtype=torch.bool, device=a.device)
+        return a - _row_mean(a, row_weights), valid, row_weights
+
+    centered_advantages, valid, row_weights = batch.constant("cov.fixed", fixed)
+    lp = batch.logp.detach() if batch.logp.requires_grad else batch.logp
+    lp = lp if lp.shape == valid.shape else torch.broadcast_to(lp, valid.shape)
+    return centered_advantages * (lp - _row_mean(lp, row_weights)), valid
 
 
 def _pick_count(valid: Tensor, ratio: float) -> Tensor:
@@ -215,33 +253,37 @@ class ClipCovParams:
     summary="PPO-clip with the gradient cut on a few random high-covariance tokens")
 def clip_cov(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor]) -> Tensor:
     terms = _ppo(batch, params)
-    cut, scale = _clip_cov_cut(batch, params, terms)
-    return torch.where(cut, scale * terms, terms)
+    return _clip_cov_cut(terms, batch, params, terms)
 
 
-def _clip_cov_cut(batch: Batch, params: ClipCovParams, terms: Tensor) -> tuple[Tensor, Tensor]:
-    """``(cut, scale)``: the entries whose term is scaled, and by what (exact mode: ``keep`` of every eligible
-    arm; samples: 0 on the randomly picked ones). Draws from ``batch.generator`` in sampled mode."""
+def _clip_cov_cut(x: Tensor, batch: Batch, params: ClipCovParams, terms: Tensor | None) -> Tensor:
+    """``x`` (the terms or their derivatives, ``(..., n)``) with clip-cov's cut: in exact mode every eligible arm
+    keeps ``1 - min(1, rho / m)`` of it, ``m`` the eligible ``pi_old`` mass; with samples the randomly picked
+    entries are multiplied by 0 (as verl does). Draws from ``batch.generator`` in sampled mode. ``terms`` (the
+    PPO-clip terms) is read only where a clip is set."""
     cov, valid = token_covariance(batch)
-    eligible = valid & (cov > params.lb) & (cov < params.ub)
+    eligible = (cov > params.lb) & (cov < params.ub)
+    if batch.mask is not None:
+        eligible &= valid
     if params.eps_low is not None or params.eps_high is not None:  # not the tokens the PPO clip already stops
         unclipped = ppo_terms(batch.logp, batch.logp_old, batch.advantages)
         eligible &= ~(terms.detach() > unclipped.detach())
-    if batch.exact:
-        w = torch.broadcast_to(batch.weights, cov.shape) * eligible
-        mass = w.sum(-1, keepdim=True)
-        keep = 1.0 - torch.clamp(params.ratio / mass.clamp(min=torch.finfo(mass.dtype).tiny), max=1.0)
-        return eligible, keep
+    if batch.exact:  # 1 - min(1, rho / m) = 1 - 1 / max(1, m / rho): x - x / max(1, m / rho)
+        w = batch.constant(("clip-cov.weights", params.ratio),
+                           lambda: torch.broadcast_to(batch.weights, cov.shape) / params.ratio)
+        mass = (w * eligible).sum(-1, keepdim=True).clamp_(min=1.0)
+        return torch.where(eligible, torch.addcdiv(x, x, mass, value=-1.0), x)
     keys = uniform_like(cov.shape, batch.generator, torch.float64, cov.device).masked_fill(~eligible, 2.0)
     cut = eligible & (_rank(keys) < _pick_count(valid, params.ratio))
-    return cut, torch.zeros((), dtype=terms.dtype, device=terms.device)
+    return torch.where(cut, 0.0 * x, x)
 
 
 @register_gradient("clip-cov")
 def clip_cov_grad(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+    if _unclipped(params):
+        return _clip_cov_cut(_ppo_grad(batch, params, _negated_advantages(batch)), batch, params, None), {}
     terms, d_terms = _ppo_value_and_grad(batch, params)
-    cut, scale = _clip_cov_cut(batch, params, terms)
-    return torch.where(cut, scale * d_terms, d_terms), {}
+    return _clip_cov_cut(d_terms, batch, params, terms), {}
 
 
 @dataclass(frozen=True)
@@ -269,10 +311,15 @@ def kl_cov(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor]) -> Te
 def _kl_cov_fraction(batch: Batch, params: KLCovParams) -> Tensor:
     """The share of each entry's ``lambda |logp - logp_old|`` penalty, ``(..., n)`` in [0, 1] (detached)."""
     cov, valid = token_covariance(batch)
-    keys = cov.masked_fill(~valid, float("-inf"))
+    keys = cov if batch.mask is None else cov.masked_fill(~valid, float("-inf"))
     if batch.exact:
+        w = batch.constant("kl-cov.weights", lambda: torch.broadcast_to(batch.weights, cov.shape) * valid)
+        top_share = batch.constant(("kl-cov.top_share", params.ratio), lambda: _top_share(w, valid, params.ratio))
+        if top_share is not None:
+            top = torch.argmax(keys, dim=-1, keepdim=True)
+            return torch.zeros_like(cov).scatter_(-1, top, top_share.gather(-1, top))
         order = torch.argsort(keys, dim=-1, descending=True, stable=True)
-        w = (torch.broadcast_to(batch.weights, cov.shape) * valid).gather(-1, order)
+        w = w.gather(-1, order)
         before = torch.cumsum(w, -1) - w
         share = ((params.ratio - before) / w.clamp(min=torch.finfo(w.dtype).tiny)).clamp(0.0, 1.0)
         return torch.zeros_like(share).scatter(-1, order, share * (w > 0))
@@ -280,9 +327,20 @@ def _kl_cov_fraction(batch: Batch, params: KLCovParams) -> Tensor:
     return (valid & (_rank(keys, descending=True) < _pick_count(valid, params.ratio))).to(dtype)
 
 
+def _top_share(w: Tensor, valid: Tensor, ratio: float) -> Tensor | None:
+    """Where every valid entry's weight exceeds ``ratio`` (verl's default 2e-4 is far below a bandit arm's
+    ``pi_old``) and every row has one, the mass ``ratio`` is covered by the row's top entry alone: its share
+    is ``ratio / w``, and the sort of the general rule reduces to an argmax (the first maximum, as the stable
+    sort's first entry). Returns each entry's share if it were on top, or ``None`` where the rule needs the
+    sort. The margin keeps ``ratio - (w_top + w_next - w_next)`` at or below 0 despite rounding."""
+    if not bool((valid.any(-1).all() & ((w > ratio * (1.0 + 1e-9)) | ~valid).all()).item()):
+        return None
+    return (ratio / w.clamp(min=torch.finfo(w.dtype).tiny)).clamp(max=1.0)
+
+
 @register_gradient("kl-cov")
 def kl_cov_grad(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
     """``-A r + lambda fraction sign(logp - logp_old)`` (autograd's ``|x|'`` is ``sign(x)``, 0 at 0)."""
     log_ratio = batch.logp - batch.logp_old
-    return -batch.advantages * torch.exp(log_ratio) + params.coef * _kl_cov_fraction(batch, params) * torch.sign(
-        log_ratio), {}
+    d_terms = torch.exp(log_ratio) * _negated_advantages(batch)
+    return d_terms.addcmul_(_kl_cov_fraction(batch, params), torch.sign(log_ratio), value=params.coef), {}

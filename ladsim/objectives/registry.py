@@ -30,6 +30,11 @@ batch held constant (the batch's entropy too: an objective reading it must detac
 each term in the objective's state (the reduction over the last axis is the caller's). For a full-support
 objective it is the gradient of its reduced loss: ``(dL/dlogp (..., n), {name: dL/dstate (...)})``. An
 objective without one is differentiated by autograd; tests hold every hand gradient to autograd's.
+
+What depends only on the batch's fixed fields (``logp_old``, ``advantages``, ``weights``, ``mask``, ``logp_ref``)
+can be computed once while they stay the same: ``batch.constant(key, make)`` returns ``make()`` from the memo the
+caller keeps (the bandit trainer renews it at every refresh of ``pi_old`` and every new sample), e.g.
+``batch.constant(("mine.neg_scaled", params.scale), lambda: -params.scale * batch.advantages)``.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 import torch
 from torch import Tensor
@@ -67,6 +72,10 @@ class Batch:
         entropy: the policy's entropy ``H`` broadcastable to ``logp`` (bandit: ``(..., 1)``; tokens: per token),
             differentiable (the entropy bonus differentiates it; entadv detaches it).
         generator: the random stream of objectives that draw (clip-cov's random pick in sampled mode).
+        memo: a dict the caller keeps across calls while ``logp_old``, ``advantages``, ``weights``, ``mask``
+            and ``logp_ref`` stay the same tensors, and replaces whenever one of them changes (the bandit
+            trainer: a new dict at every refresh of ``pi_old`` and every new sample), so that objectives
+            compute what depends on those fields alone once (:meth:`constant`); ``None``: no caching.
     """
 
     logp: Tensor
@@ -77,6 +86,7 @@ class Batch:
     logp_ref: Tensor | None = None
     entropy: Tensor | None = None
     generator: torch.Generator | None = None
+    memo: dict | None = None
 
     @property
     def exact(self) -> bool:
@@ -88,7 +98,19 @@ class Batch:
         changes = {f.name: getattr(self, f.name).float() for f in dataclasses.fields(self)
                    if isinstance(getattr(self, f.name), Tensor)
                    and getattr(self, f.name).dtype in (torch.float16, torch.bfloat16)}
-        return dataclasses.replace(self, **changes) if changes else self
+        return dataclasses.replace(self, **changes, memo=None) if changes else self  # constants in the old dtypes
+
+    def constant(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per ``memo`` (see the attribute): ``make`` may read only the fields the
+        memo is kept for, never ``logp``, ``entropy`` or an objective's state, and ``key`` must name
+        everything else it depends on (e.g. ``("lad.log_q", params.eta)``)."""
+        if self.memo is None:
+            return make()
+        try:
+            return self.memo[key]
+        except KeyError:
+            value = self.memo[key] = make()
+            return value
 
     def need(self, field: str, objective: str) -> Tensor:
         """``getattr(self, field)``, or a ``ValueError`` saying that ``objective`` needs it."""
