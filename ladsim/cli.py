@@ -65,27 +65,56 @@ def _root(show_version: bool = typer.Option(False, "--version", callback=_versio
     """Controlled bandit and toy-theory simulator for GRPO and LAD (Learning Advantage Distribution)."""
 
 
-_registered = False
+def _register_run() -> None:
+    from ladsim.bandit import commands
+
+    run_app.command("bandit")(commands.run_bandit)
 
 
-def _register() -> None:
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    from ladsim.studies import commands as study_commands
+def _register_bench() -> None:
     from ladsim.bandit import commands as bandit_commands
     from ladsim.llm import commands as llm_commands
-    from ladsim.objectives import commands as objective_commands
-    from ladsim.theory import commands as theory_commands
 
-    run_app.command("bandit")(bandit_commands.run_bandit)
     bench_app.command("bandit")(bandit_commands.bench_bandit)
     bench_app.command("loss")(llm_commands.bench_loss)
-    _app.command("verify")(theory_commands.verify)
-    _app.command("objectives")(objective_commands.list_objectives_command)
-    _app.add_typer(study_commands.study_app, name="study")
-    _app.command("figures")(study_commands.figures)
+
+
+def _register_verify() -> None:
+    from ladsim.theory import commands
+
+    _app.command("verify")(commands.verify)
+
+
+def _register_objectives() -> None:
+    from ladsim.objectives import commands
+
+    _app.command("objectives")(commands.list_objectives_command)
+
+
+def _register_study() -> None:
+    from ladsim.studies import commands
+
+    _app.add_typer(commands.study_app, name="study")
+
+
+def _register_figures() -> None:
+    from ladsim.studies import commands
+
+    _app.command("figures")(commands.figures)
+
+
+_REGISTER = {"run": _register_run, "bench": _register_bench, "verify": _register_verify,
+             "objectives": _register_objectives, "study": _register_study, "figures": _register_figures}
+_registered: set[str] = set()
+
+
+def _register(command: str | None = None) -> None:
+    """Attach the commands to the app, importing their modules: only ``command``'s where it is one of
+    ``COMMANDS`` (``ladsim run bandit`` needs no study code), every one otherwise."""
+    for name in [command] if command in _REGISTER else list(_REGISTER):
+        if name not in _registered:
+            _registered.add(name)
+            _REGISTER[name]()
 
 
 def __getattr__(name: str):
@@ -124,7 +153,7 @@ def main() -> None:
         return
     code = 0
     try:
-        _register()
+        _register(next((a for a in args if not a.startswith("-")), None))
         _app()
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)

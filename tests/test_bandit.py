@@ -252,8 +252,13 @@ def test_mixture_and_array_specs_are_plain_values():
     assert ArrayReward((0.0, 1.0)).n_arms == 2
 
 
-def test_bench_reports_both_engines_on_a_tiny_size():
-    result = bench_bandit(seeds=4, steps=20, arms=6, naive_seeds=1)
+def test_bench_reports_both_engines_on_a_tiny_size(monkeypatch):
+    # the CLI timings on tiny commands: the real ones (a 151,936-arm run) take ten seconds
+    monkeypatch.setattr("ladsim.bandit.bench.CLI_RUNS", {"help": ["--help"], "run_bandit_6": [
+        "run", "bandit", "--arms", "6", "--steps", "5", "--seeds", "2"]})
+    result = bench_bandit(seeds=4, steps=20, arms=6, naive_seeds=1, objectives_seeds=2, sizes=(6,))
+    assert set(result["cli_s"]) == {"help", "run_bandit_6"} and all(t > 0 for t in result["cli_s"].values())
+    assert set(result["sizes"]) == {"6"} and set(result["objectives_s"]) >= {"grpo", "lad", "kl-cov"}
     assert {"vectorized_s", "naive_per_seed_s", "speedup"} <= set(result)
     assert result["vectorized_s"] > 0 and result["naive_per_seed_s"] > 0
     assert result["max_policy_diff"] < 1e-12

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from cli_helpers import run_main
 
 from ladsim.llm.bench import peak_memory, run_bench, verl_style_grpo_loss
 from ladsim.llm.token_loss import LOSS_AGG_MODES, grpo_token_loss
@@ -64,19 +63,18 @@ def test_run_bench_small_writes_every_figure(tmp_path):
     json.dumps(res)  # serializable
 
 
-def test_cli_writes_json_and_reports_errors_in_one_line(tmp_path):
+def test_cli_writes_json_and_reports_errors_in_one_line(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "ladsim.cli", "bench", "loss", "--tokens", "2048", "--vocab", "256", "--dim",
-           "16", "--linear-tokens", "256", "--repeats", "1", "--linear-repeats", "1", "--no-compile",
-           "--json", str(out)]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    args = ["bench", "loss", "--tokens", "2048", "--vocab", "256", "--dim", "16", "--linear-tokens", "256",
+            "--repeats", "1", "--linear-repeats", "1", "--no-compile", "--json", str(out)]
+    code, stdout, err = run_main(args, capsys)
+    assert code == 0, err
     data = json.loads(out.read_text())
     assert all(k in data for k in REQUIRED)
-    assert "fused / eager GRPO" in done.stdout
-    bad = subprocess.run(cmd[:5] + ["--tokens", "0"], check=False, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().startswith("error:") and "--tokens" in bad.stderr
-    assert len(bad.stderr.strip().splitlines()) == 1
-    cuda = subprocess.run(cmd[:5] + ["--device", "tpu"], check=False, capture_output=True, text=True, timeout=120)
-    assert cuda.returncode == 2 and "--device" in cuda.stderr
+    assert "fused / eager GRPO" in stdout
+    code, _, err = run_main(args[:2] + ["--tokens", "0"], capsys)
+    assert code == 2
+    assert err.strip().startswith("error:") and "--tokens" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_main(args[:2] + ["--device", "tpu"], capsys)
+    assert code == 2 and "--device" in err

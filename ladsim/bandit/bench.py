@@ -27,6 +27,11 @@ from ladsim.losses import lad_loss
 from ladsim.objectives import list_objectives
 
 SIZES = (50, 4096, 151936)  # arms: the paper's bandit, a small vocabulary, Qwen's vocabulary
+CLI_RUNS = {  # the commands whose wall time the bench reports, as a user types them
+    "help": ["--help"],
+    "run_bandit_50": ["run", "bandit", "--arms", "50", "--div", "js"],
+    "run_bandit_151936": ["run", "bandit", "--arms", "151936", "--steps", "200", "--seeds", "2"],
+}
 
 
 def naive_single_seed(config: BanditConfig) -> torch.Tensor:
@@ -110,6 +115,7 @@ def bench_bandit(seeds: int = 1000, steps: int = 4000, arms: int = 50, naive_see
         result["sizes"] = {str(n): _measure_size(n, size_seeds, size_steps, dtype, device) for n in sizes}
     if cli:
         result["cli_s"] = _time_cli(device)
+        result["cli_commands"] = {name: " ".join(["ladsim", *args]) for name, args in CLI_RUNS.items()}
     return result
 
 
@@ -169,17 +175,11 @@ def _measure_size(arms: int, seeds: int, steps: int, dtype: str, device: str) ->
 def _time_cli(device: str) -> dict[str, float]:
     """Wall seconds of ladsim commands in fresh processes (imports, training, files, exit: what a user waits)."""
     exe = [sys.executable, "-m", "ladsim.cli"]
-    runs = {
-        "help": ["--help"],
-        "run_bandit_50": ["run", "bandit", "--arms", "50", "--div", "js", "--device", device],
-        "run_bandit_151936": ["run", "bandit", "--arms", "151936", "--steps", "200", "--seeds", "2",
-                              "--device", device],
-    }
     out = {}
     with tempfile.TemporaryDirectory(prefix="ladsim-bench-") as tmp:
-        for name, args in runs.items():
+        for name, args in CLI_RUNS.items():
             if args[0] == "run":
-                args = [*args, "--out", os.path.join(tmp, name)]
+                args = [*args, "--device", device, "--out", os.path.join(tmp, name)]
             start = time.perf_counter()
             proc = subprocess.run([*exe, *args], capture_output=True, text=True, cwd=tmp)
             out[name] = time.perf_counter() - start

@@ -190,10 +190,7 @@ def bench_bandit(
                           f"{m['peak_rss_mb']:.0f}", f"{m['peak_over_start_mb']:.0f}")
         console.print(table)
     if "cli_s" in r:
-        c = r["cli_s"]
-        console.print(f"wall: ladsim --help {c['help']:.2f} s; ladsim run bandit --arms 50 --div js "
-                      f"{c['run_bandit_50']:.2f} s; ladsim run bandit --arms 151936 --steps 200 --seeds 2 "
-                      f"{c['run_bandit_151936']:.2f} s")
+        console.print("wall: " + "; ".join(f"{r['cli_commands'][name]} {t:.2f} s" for name, t in r["cli_s"].items()))
     if json_path is not None:
         write_json(json_path, r)
         console.print(f"wrote {json_path}")
