@@ -235,7 +235,7 @@ def test_categorical_draws_follow_the_weights_and_never_pick_a_zero_arm():
 
 def test_threads_one_for_small_problems_and_overridable():
     assert threads_for(8 * 50) == 1
-    assert threads_for(1000 * 151936) == torch.get_num_threads()
+    assert threads_for(1000 * 50) == threads_for(1000 * 151936) == torch.get_num_threads()
     before = torch.get_num_threads()
     seen = []
     train_objective(BanditConfig(arms=8, steps=3, seeds=2, objectives=("lad",)), "lad",
