@@ -13,10 +13,12 @@ from typer.testing import CliRunner
 HEAVY = ("torch", "numpy", "scipy", "matplotlib", "pandas", "rich")
 
 
-def _modules_after(args: list[str]) -> tuple[str, list[str]]:
+def _modules_after(args: list[str], packages: tuple[str, ...] = HEAVY) -> tuple[str, list[str]]:
+    """``(stdout, the modules of packages that ladsim ARGS imported)``, in a fresh process."""
     code = ("import json, sys\nsys.argv = ['ladsim', *json.loads(sys.argv[1])]\nimport ladsim.cli\n"
             "try:\n    ladsim.cli.main()\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)), file=sys.stderr)" % (HEAVY,))
+            "print(json.dumps(sorted(m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in %r))),"
+            " file=sys.stderr)" % (packages,))
     env = {**os.environ, "LADSIM_DEBUG": "1"}  # no fast exit: the child prints its modules after main()
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, check=True,
                           env=env)
@@ -33,6 +35,12 @@ def test_help_and_version_import_nothing_heavy():
     # the check can fail: a real command does import the heavy modules
     _, heavy = _modules_after(["objectives"])
     assert "torch" in heavy
+
+
+def test_a_command_imports_only_its_own_command_modules():
+    # `ladsim run ...` needs no study, theory or LLM code; the full app (`ladsim.cli.app`) still has every command
+    _, loaded = _modules_after(["run", "--help"], ("ladsim.studies", "ladsim.theory", "ladsim.llm", "ladsim.bandit"))
+    assert loaded and all(m.startswith("ladsim.bandit") for m in loaded), loaded
 
 
 def test_instant_help_lists_every_command_with_its_own_help():

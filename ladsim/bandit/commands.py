@@ -86,7 +86,7 @@ def run_bandit(
     log_every: int = typer.Option(50, help="Log metrics every this many steps."),
     dtype: str = typer.Option("float64", help="float64 (exact numbers) or float32 (faster on many seeds)."),
     device: str = typer.Option("cpu", help="Where to train: cpu or cuda (cuda:K)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: 1 below 65536 seeds x arms, "
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: 1 below 4096 seeds x arms, "
                                                      "else all cores)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/bandit-<div>-<time>)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out."),
@@ -133,7 +133,7 @@ def bench_bandit(
     steps: int = typer.Option(4000, help="Optimizer steps per seed."),
     arms: int = typer.Option(50, help="Arms."),
     naive_seeds: int = typer.Option(3, help="Seeds the naive loop is timed on (then scaled)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads of the engines (default: 1 below 65536 "
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads of the engines (default: 1 below 4096 "
                                                      "seeds x arms, else all cores; the naive loop: torch's)."),
     dtype: str = typer.Option("float64", help="float64 or float32, for both engines."),
     device: str = typer.Option("cpu", help="Where the engines train: cpu or cuda (cuda:K)."),
