@@ -84,6 +84,13 @@ def _check_grpo(eps_low, eps_high, beta) -> None:
     _check_nonneg("beta", beta)
 
 
+def _check_lad(eta: float, div: str | Divergence) -> float:
+    """Validate LAD's ``eta`` and generator ``div`` (before any arithmetic); return ``eta`` as a float."""
+    eta = check_eta(eta)
+    get_divergence(div)
+    return eta
+
+
 def check_eta(eta: float) -> float:
     """Validate ``eta`` (any real scalar, numpy scalars included) and return it as a Python float."""
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
@@ -135,8 +142,7 @@ def lad_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     broadcast shape of the inputs.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages)
-    eta = check_eta(eta)
-    get_divergence(div)
+    eta = _check_lad(eta, div)
     return _lad_terms(logp, logp_old, advantages, eta, div)
 
 
@@ -160,8 +166,7 @@ def lad_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: float,
     Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, weights=weights, mask=mask)
-    eta = check_eta(eta)
-    get_divergence(div)
+    eta = _check_lad(eta, div)
     logp, logp_old, advantages = _neutralize(mask, logp, logp_old, advantages)
     if weights is None:
         return reduce_actions(_lad_terms(logp, logp_old, advantages, eta, div), weights, mask)
@@ -232,8 +237,7 @@ def lad_theory_loss(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eta: 
     Shapes: inputs ``(..., n)`` (broadcastable); returns ``(...)``.
     """
     _check_inputs(logp=logp, logp_old=logp_old, advantages=advantages, mask=mask)
-    eta = check_eta(eta)
-    get_divergence(div)
+    eta = _check_lad(eta, div)
     logp, logp_old, advantages = _promote(logp, logp_old, advantages)
     log_p_pi, log_p_a = induced_log_distributions(logp - logp_old.detach(), advantages / eta, mask)
     terms = get_divergence(div).perspective(log_p_pi, log_p_a)

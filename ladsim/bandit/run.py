@@ -40,12 +40,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def final_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a tidy metrics frame at its last logged step (every objective and seed)."""
+    return metrics[metrics["step"] == metrics["step"].max()]
+
+
 def summarize(result: TrainResult, metrics: tuple[str, ...] = SUMMARY_METRICS) -> dict:
     """``{"interval": METHOD, "objectives": {objective: {metric: {"mean", "lo", "hi"}}}}`` at the last logged
     step, the intervals from :func:`ladsim.stats.mean_interval`."""
-    frame = result.metrics
-    final = frame[frame["step"] == frame["step"].max()]
-    metrics = tuple(metrics) + tuple(m for m in STD_TARGET_METRICS if m in frame.columns and m not in metrics)
+    final = final_rows(result.metrics)
+    metrics = tuple(metrics) + tuple(m for m in STD_TARGET_METRICS if m in final.columns and m not in metrics)
     return {"interval": METHOD, "objectives": {
         objective: {m: mean_interval(group[m].to_numpy()) for m in metrics}
         for objective, group in final.groupby("objective", sort=False)
@@ -74,8 +78,7 @@ def check_finite(result: TrainResult) -> None:
         if not np.all(np.isfinite(policy)):
             raise ValueError(f"training diverged: objective {objective}'s final policy is not finite (NaN or inf); "
                              f"lower --lr or the reward scale")
-    final = result.metrics[result.metrics["step"] == result.metrics["step"].max()]
-    values = final[list(SUMMARY_METRICS)].to_numpy(dtype=np.float64)
+    values = final_rows(result.metrics)[list(SUMMARY_METRICS)].to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(values)):
         raise ValueError("training diverged: the final metrics are not finite (NaN or inf); lower --lr or the "
                          "reward scale")
@@ -121,8 +124,7 @@ def write_run_files(result: TrainResult, tmp: Path) -> dict:
     means = {name: p.mean(0) for name, p in result.final_policy.items()}
     spread = {name: np.percentile(p, [2.5, 97.5], axis=0) for name, p in result.final_policy.items()
               if p.shape[0] > 1}
-    frame = result.metrics
-    notes = distance_notes(frame[frame["step"] == frame["step"].max()], len(config.reward_spec().modes()))
+    notes = distance_notes(final_rows(result.metrics), len(config.reward_spec().modes()))
     fig = plot_distribution(result.target, means, spread=spread, notes=notes,
                             title=f"{config.arms}-armed bandit, f = {config.div}, eta = {config.eta}, "
                                   f"{config.steps} steps, {config.mode} expectations")

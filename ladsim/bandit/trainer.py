@@ -38,7 +38,7 @@ from ladsim.advantages import group_advantages
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.fused import FusedOptimizer, logit_gradient, objective_gradient
 from ladsim.bandit.metrics import PolicyMetrics
-from ladsim.objectives import Batch, get_objective, objective_loss
+from ladsim.objectives import Batch, Objective, get_objective, objective_loss
 from ladsim.streams import SeedStreams
 
 if TYPE_CHECKING:
@@ -180,19 +180,19 @@ def train_objective(config: BanditConfig, objective: str, on_steps: Callable[[in
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from: {', '.join(ENGINES)}")
     device = resolve_device(config.device)
+    obj = get_objective(objective)
     if engine == "autograd":
         grad_mode = torch.enable_grad()
-    elif get_objective(objective).grad is None:  # the fused engine's autograd fallback records a graph
+    elif obj.grad is None:  # the fused engine's autograd fallback records a graph
         grad_mode = torch.no_grad()
     else:  # no autograd bookkeeping at all on the fused engine's tensors (~10% of a small kernel's cost)
         grad_mode = torch.inference_mode()
     with torch_threads(threads if threads is not None else threads_for(config.seeds * config.arms)), grad_mode:
-        return _train(config, objective, on_steps, engine, device)
+        return _train(config, obj, on_steps, engine, device)
 
 
-def _train(config: BanditConfig, objective: str, on_steps: Callable[[int], None] | None, engine: str,
+def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None] | None, engine: str,
            device: torch.device) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    obj = get_objective(objective)
     params = config.objective_params(obj.name)
     kl, bonus = config.kl_penalty(), config.entropy_bonus()
     needs_entropy = "entropy" in obj.needs or bonus is not None
@@ -238,7 +238,7 @@ def _train(config: BanditConfig, objective: str, on_steps: Callable[[int], None]
             weights = logp_old.exp()
             advantages = exact_advantages(rewards, logp_old)
             memo = {}
-        if config.mode == "sampled" and step % config.epochs == 0:
+        if sampled and step % config.epochs == 0:  # a full-support objective never reads a sample
             arms = streams.categorical(weights, G)  # (S, G)
             group_adv = group_advantages(spec.sample(arms, streams).to(dtype), scale=config.advantage_scale)
             batch_logp_old = logp_old.gather(-1, arms)

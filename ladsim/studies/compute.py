@@ -22,13 +22,13 @@ def compute_run(run: Run) -> Frames:
         from ladsim.bandit.landscape import run_landscape
 
         return run_landscape(run.config)
-    from ladsim.bandit.run import check_finite, final_policy_frame
+    from ladsim.bandit.run import check_finite, final_policy_frame, final_rows
     from ladsim.bandit.trainer import train
 
     result = train(run.config)
     check_finite(result)  # a diverged run is an error, never cached NaN data
     trajectory = result.metrics
-    final = trajectory[trajectory["step"] == trajectory["step"].max()].reset_index(drop=True)
+    final = final_rows(trajectory).reset_index(drop=True)
     final["modes"] = len(run.config.reward_spec().modes())  # what mode_coverage counts out of
     return {"final": final, "trajectory": trajectory, "policy": final_policy_frame(result)}
 
