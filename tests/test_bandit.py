@@ -259,6 +259,8 @@ def test_bench_reports_both_engines_on_a_tiny_size(monkeypatch):
     result = bench_bandit(seeds=4, steps=20, arms=6, naive_seeds=1, objectives_seeds=2, sizes=(6,))
     assert set(result["cli_s"]) == {"help", "run_bandit_6"} and all(t > 0 for t in result["cli_s"].values())
     assert set(result["sizes"]) == {"6"} and set(result["objectives_s"]) >= {"grpo", "lad", "kl-cov"}
+    for times in result["objectives_s"].values():  # the fastest of its runs, every run reported
+        assert len(times["fused_runs"]) == 3 and times["fused"] == min(times["fused_runs"]) > 0
     assert {"vectorized_s", "naive_per_seed_s", "speedup"} <= set(result)
     assert result["vectorized_s"] > 0 and result["naive_per_seed_s"] > 0
     assert result["max_policy_diff"] < 1e-12

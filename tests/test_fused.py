@@ -92,42 +92,56 @@ def test_fused_engine_equals_reference_in_the_paper_setting_for_4000_steps():
         _assert_same_run(config, objective)
 
 
-def test_the_check_catches_a_wrong_gradient():
-    # Mutation: LAD's hand gradient off by a factor 1.001 must fail the reference test.
-    lad = get_objective("lad")
+@pytest.mark.parametrize("objective, exact", [("lad", False), ("grpo", True)])
+def test_the_check_catches_a_wrong_gradient(objective, exact):
+    # Mutation: a hand gradient (or the exact one the engine takes on exact batches) off by a factor 1.001
+    # must fail the reference test.
+    obj = get_objective(objective)
+    right = obj.exact_grad if exact else obj.grad
     try:
-        register_gradient("lad")(lambda b, p, s: (1.001 * lad.grad(b, p, s)[0], {}))
+        register_gradient(objective, exact=exact)(lambda b, p, s: (1.001 * right(b, p, s)[0], {}))
         with pytest.raises(AssertionError):
-            _assert_same_run(BanditConfig(arms=10, steps=50, seeds=2, objectives=("lad",)), "lad")
+            _assert_same_run(BanditConfig(arms=10, steps=50, seeds=2, objectives=(objective,)), objective)
     finally:
-        register_gradient("lad")(lad.grad)
+        register_gradient(objective, exact=exact)(right)
+
+
+def test_only_per_action_objectives_take_an_exact_gradient():
+    with pytest.raises(ValueError, match="full-support"):
+        register_gradient("lad-theory", exact=True)
 
 
 # --- hand gradients against autograd, on random batches --------------------------------------------------
 
-def _random_batch(exact: bool, seed: int = 0, S: int = 4, n: int = 9) -> tuple[Batch, torch.Tensor]:
+def _random_batch(mode: str, seed: int = 0, S: int = 4, n: int = 9) -> tuple[Batch, torch.Tensor]:
+    """``mode``: "exact", "exact-masked" (weights and a mask) or "sampled"."""
     g = torch.Generator().manual_seed(seed)
     logp = torch.log_softmax(torch.randn(S, n, generator=g, dtype=torch.float64), -1)
     logp_old = torch.log_softmax(logp + 0.4 * torch.randn(S, n, generator=g, dtype=torch.float64), -1)
     adv = torch.randn(S, n, generator=g, dtype=torch.float64)
     ref = torch.log_softmax(torch.randn(n, generator=g, dtype=torch.float64), -1)
-    weights = logp_old.exp() if exact else None
-    return Batch(logp, logp_old, adv, weights=weights, logp_ref=ref), logp
+    weights = logp_old.exp() if mode != "sampled" else None
+    mask = (torch.arange(n) % 4 != 1).expand(S, n) if mode == "exact-masked" else None
+    return Batch(logp, logp_old, adv, weights=weights, mask=mask, logp_ref=ref), logp
 
 
-# full-support objectives (lad-theory) only ever see exact batches
-GRADIENT_CASES = [(o, exact) for o in list_objectives() for exact in (True, False)
-                  if exact or not get_objective(o).full_support]
+# Exact batches take an objective's exact gradient where it has one, masked ones its per-action gradient;
+# full-support objectives (lad-theory) only ever see exact batches. "default": grpo unclipped, clip-cov and
+# kl-cov with verl's rho = 2e-4, below every arm's pi_old (kl-cov's argmax path); "chosen": every clip of grpo
+# active somewhere, SELECTIVE's for clip-cov and kl-cov.
+GRADIENT_CASES = [(o, mode, "chosen") for o in list_objectives() for mode in ("exact", "exact-masked", "sampled")
+                  if mode != "sampled" or not get_objective(o).full_support]
+GRADIENT_CASES += [(o, "exact", "default") for o in ("grpo", *SELECTIVE)]
 
 
-@pytest.mark.parametrize("objective, exact", GRADIENT_CASES)
-def test_hand_gradient_equals_autograd_of_the_loss(objective, exact):
+@pytest.mark.parametrize("objective, mode, params_set", GRADIENT_CASES)
+def test_hand_gradient_equals_autograd_of_the_loss(objective, mode, params_set):
     obj = get_objective(objective)
-    overrides = dict(SELECTIVE.get(objective, {}))
-    if objective == "grpo":  # every clip active somewhere in this batch
+    overrides = dict(SELECTIVE.get(objective, {})) if params_set == "chosen" else {}
+    if objective == "grpo" and params_set == "chosen":  # every clip active somewhere in this batch
         overrides.update(eps_low=0.2, eps_high=0.2, clip_ratio_c=1.5, log_ratio_clamp=0.3)
     params = make_params(objective, overrides)
-    batch, logp = _random_batch(exact)
+    batch, logp = _random_batch(mode)
     entropy = -(logp.exp() * logp).sum(-1, keepdim=True)
     batch = dataclasses.replace(batch, entropy=entropy, generator=SeedStreams(3, logp.shape[0]))
     state = obj.state(params, (logp.shape[0],))

@@ -167,6 +167,27 @@ def test_clip_cov_exact_keeps_one_minus_rho_over_the_eligible_mass():
     assert eligible.any() and (keep < 1).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lb, ub", [(1.0, 5.0), (-0.5, 0.25), (1.0, 1.0 + 2**-52), (1.0, 1.0 + 1e-9)])
+def test_clip_cov_eligible_band_is_open_at_both_ends(dtype, lb, ub):
+    # Rows of two arms with A = (1, -1), logp = (x, -x) and equal weights have cov = (x, x) exactly, so x at
+    # the band's edges and their neighbouring floats probe the rule lb < cov < ub in this dtype. The last two
+    # bands hold no float64 or no float32 number at all.
+    one = torch.tensor(1.0, dtype=dtype)
+    edges = [torch.tensor(v, dtype=dtype) for v in (lb, ub)]
+    xs = torch.stack([e for edge in edges for e in (edge, torch.nextafter(edge, -2 * one * abs(edge) - 1),
+                                                      torch.nextafter(edge, 2 * one * abs(edge) + 1))]
+                     + [torch.tensor(v, dtype=dtype) for v in (0.0, 3.0, -7.0)])
+    lp = torch.stack([xs, -xs], -1)
+    adv = torch.tensor([1.0, -1.0], dtype=dtype).expand_as(lp)
+    batch = Batch(lp, lp, adv, weights=torch.full_like(lp, 0.5))
+    params = make_params("clip-cov", {"ratio": 0.5, "lb": lb, "ub": ub})
+    cut = objective_terms("clip-cov", batch, params)[:, 0] != -1.0  # an eligible arm keeps 1 - 0.5 of -A
+    expected = (xs > edges[0]) & (xs < edges[1])
+    assert torch.equal(cut, expected), (xs[cut != expected], lb, ub)
+    assert expected.any() == bool(edges[0] < torch.nextafter(edges[1], edges[0]))
+
+
 def test_kl_cov_sampled_penalizes_the_top_n_covariance_tokens():
     lp, lp_old, adv, _ = random_inputs(rows=2, n=100, spread=1.5)
     params = make_params("kl-cov", {"ratio": 0.03, "coef": 1.5})

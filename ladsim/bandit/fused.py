@@ -6,7 +6,9 @@ Every registered loss depends on the logits ``theta (S, N)`` only through ``logp
 
 and ``g`` is the objective's hand-derived gradient (``Objective.grad``, elementwise ``dl/dlogp`` of its terms)
 reduced the way the loss is reduced: times ``pi_old`` in exact mode, scattered onto the sampled arms with weight
-``1/G`` in sampled mode (a full-support objective, ``lad-theory``, returns the row's gradient itself). The KL
+``1/G`` in sampled mode. A full-support objective (``lad-theory``) returns the row's gradient itself, and so
+does an objective's exact gradient (``Objective.exact_grad``) on an exact batch, where ``pi_old`` folds into
+the derivative: the PPO family's ``pi_old * (-A pi/pi_old)`` is ``-A pi``, two kernels instead of four. The KL
 penalty adds ``beta k'(logp - logp_ref)`` to the terms' derivative, the entropy bonus ``coef pi (logp + 1)`` to
 ``g``. An objective's own state (FlowRL's ``log Z``) gets its gradient from the same call. The update is torch's
 own fused Adam kernel on the same tensors (so Adam is torch's, bit for bit) or ``theta -= lr * grad`` (SGD).
@@ -50,18 +52,22 @@ def objective_gradient(obj: Objective, batch: Batch, params: Any, state: Mapping
     """``(dL/dlogp (S, N), {name: dL/dstate (S,)})`` of the summed loss ``objective_loss(...)``.
 
     ``logp (S, N)`` is the full row the batch was taken from: ``batch.logp`` itself in exact mode, or
-    ``logp.gather(-1, arms)`` with ``arms (S, G)`` in sampled mode. Hand gradients where the objective has one,
-    autograd of the objective's loss otherwise.
+    ``logp.gather(-1, arms)`` with ``arms (S, G)`` in sampled mode. Hand gradients where the objective has one
+    (the gradient of its exact loss, ``Objective.exact_grad``, on an exact batch without a mask where it has
+    that), autograd of the objective's loss otherwise.
     """
-    if obj.grad is None:
+    exact = obj.exact_grad is not None and batch.exact and batch.mask is None
+    if obj.grad is None and not exact:
         return _autograd_gradient(obj, batch, params, state, logp, arms, kl, bonus)
-    d_terms, d_state = obj.grad(batch, params, state)
+    d_terms, d_state = (obj.exact_grad if exact else obj.grad)(batch, params, state)
+    if (obj.full_support or exact) and kl is None and bonus is None:  # the row's gradient already
+        return d_terms, d_state
     w = _reduce_weights(batch)
 
     def spread(x: Tensor) -> Tensor:  # per-entry gradient of the reduced loss, onto the full row
         return w * x if arms is None else _scatter(w * x, arms, logp)
 
-    if obj.full_support:  # its gradient is the row's already; only the KL penalty's terms are reduced
+    if obj.full_support or exact:  # only the KL penalty's terms are reduced
         g = d_terms if kl is None else d_terms + spread(kl.grad(batch))
     else:
         g = spread(d_terms if kl is None else d_terms + kl.grad(batch))

@@ -22,6 +22,7 @@ the same rule (``#valid -> infinity``, so ``n / #valid -> rho``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Mapping
 
 import torch
@@ -90,13 +91,15 @@ def _negated_advantages(batch: Batch) -> Tensor:
     return batch.constant("ppo.negated_advantages", lambda: -batch.advantages)
 
 
-def _ppo_grad(batch: Batch, params, negated_advantages: Tensor) -> Tensor:
+def _ppo_grad(batch: Batch, params, negated_advantages: Tensor, weighted: bool = False) -> Tensor:
     """``dl/dlogp`` of :func:`ladsim.losses.ppo_terms` alone, given ``-A``: ``-A r`` where
     :func:`_unclipped` (three kernels; ``-(A r)`` and ``r (-A)`` are the same floats), else
-    :func:`_ppo_value_and_grad`'s."""
+    :func:`_ppo_value_and_grad`'s. ``weighted``: times the exact batch's weights ``pi_old``, which is ``-A pi``
+    unclipped (``pi_old r = pi``: two kernels)."""
     if _unclipped(params):
-        return torch.exp(batch.logp - batch.logp_old) * negated_advantages
-    return _ppo_value_and_grad(batch, params, -negated_advantages)[1]
+        return torch.exp(batch.logp if weighted else batch.logp - batch.logp_old) * negated_advantages
+    d_terms = _ppo_value_and_grad(batch, params, -negated_advantages)[1]
+    return batch.weights * d_terms if weighted else d_terms
 
 
 def _minimum_grad(x: Tensor, y: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
@@ -136,8 +139,13 @@ def grpo(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor]) -> Tenso
 
 
 @register_gradient("grpo")
-def grpo_grad(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
-    return _ppo_grad(batch, params, _negated_advantages(batch)), {}
+def grpo_grad(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor],
+              weighted: bool = False) -> tuple[Tensor, dict]:
+    """``dl/dlogp``; ``weighted``: the exact gradient (times ``pi_old``, ``Objective.exact_grad``)."""
+    return _ppo_grad(batch, params, _negated_advantages(batch), weighted), {}
+
+
+register_gradient("grpo", exact=True)(partial(grpo_grad, weighted=True))
 
 
 # --- entadv -------------------------------------------------------------------------------------------------
@@ -172,11 +180,16 @@ def _shaped_advantages(batch: Batch, params: EntAdvParams) -> Tensor:
 
 
 @register_gradient("entadv")
-def entadv_grad(batch: Batch, params: EntAdvParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
-    """:func:`_shaped_advantages` negated, with ``-A`` and ``|A| / kappa`` computed once per memo."""
+def entadv_grad(batch: Batch, params: EntAdvParams, state: Mapping[str, Tensor],
+                weighted: bool = False) -> tuple[Tensor, dict]:
+    """:func:`_shaped_advantages` negated, with ``-A`` and ``|A| / kappa`` computed once per memo;
+    ``weighted``: the exact gradient (times ``pi_old``, ``Objective.exact_grad``)."""
     cap = batch.constant(("entadv.cap", params.kappa), lambda: batch.advantages.abs() / params.kappa)
     bonus = torch.minimum(params.alpha * batch.need("entropy", "entadv").detach(), cap)
-    return _ppo_grad(batch, params, _negated_advantages(batch) - bonus), {}
+    return _ppo_grad(batch, params, _negated_advantages(batch) - bonus, weighted), {}
+
+
+register_gradient("entadv", exact=True)(partial(entadv_grad, weighted=True))
 
 
 # --- covariance-based: clip-cov, kl-cov --------------------------------------------------------------------
@@ -214,7 +227,7 @@ def token_covariance(batch: Batch) -> tuple[Tensor, Tensor]:
     centered_advantages, valid, row_weights = batch.constant("cov.fixed", fixed)
     lp = batch.logp.detach() if batch.logp.requires_grad else batch.logp
     lp = lp if lp.shape == valid.shape else torch.broadcast_to(lp, valid.shape)
-    return centered_advantages * (lp - _row_mean(lp, row_weights)), valid
+    return (lp - _row_mean(lp, row_weights)).mul_(centered_advantages), valid
 
 
 def _pick_count(valid: Tensor, ratio: float) -> Tensor:
@@ -262,28 +275,46 @@ def _clip_cov_cut(x: Tensor, batch: Batch, params: ClipCovParams, terms: Tensor 
     entries are multiplied by 0 (as verl does). Draws from ``batch.generator`` in sampled mode. ``terms`` (the
     PPO-clip terms) is read only where a clip is set."""
     cov, valid = token_covariance(batch)
-    eligible = (cov > params.lb) & (cov < params.ub)
+    band = batch.constant(("clip-cov.band", params.lb, params.ub), lambda: _open_band(params.lb, params.ub, cov))
+    eligible = cov.clamp(band[0], band[1]) == cov if band is not None else torch.zeros_like(valid)
     if batch.mask is not None:
         eligible &= valid
     if params.eps_low is not None or params.eps_high is not None:  # not the tokens the PPO clip already stops
         unclipped = ppo_terms(batch.logp, batch.logp_old, batch.advantages)
         eligible &= ~(terms.detach() > unclipped.detach())
     if batch.exact:  # 1 - min(1, rho / m) = 1 - 1 / max(1, m / rho): x - x / max(1, m / rho)
-        w = batch.constant(("clip-cov.weights", params.ratio),
-                           lambda: torch.broadcast_to(batch.weights, cov.shape) / params.ratio)
-        mass = (w * eligible).sum(-1, keepdim=True).clamp_(min=1.0)
+        w, zero = batch.constant(("clip-cov.weights", params.ratio),
+                                 lambda: (torch.broadcast_to(batch.weights, cov.shape) / params.ratio,
+                                          cov.new_zeros(())))  # a tensor 0: no scalar to wrap per step
+        mass = torch.where(eligible, w, zero).sum(-1, keepdim=True).clamp_(min=1.0)
         return torch.where(eligible, torch.addcdiv(x, x, mass, value=-1.0), x)
     keys = uniform_like(cov.shape, batch.generator, torch.float64, cov.device).masked_fill(~eligible, 2.0)
     cut = eligible & (_rank(keys) < _pick_count(valid, params.ratio))
     return torch.where(cut, 0.0 * x, x)
 
 
+def _open_band(lb: float, ub: float, like: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The closed band ``[lo, hi]`` of ``like``'s dtype holding exactly its numbers with ``lb < x < ub`` (``lo``
+    is the float after ``lb``, ``hi`` the one before ``ub``), so that ``x.clamp(lo, hi) == x`` tests the open
+    band in two kernels instead of three (NaN is outside either way); ``None`` when no number lies inside."""
+    lb_t, ub_t = like.new_tensor(lb), like.new_tensor(ub)
+    lo, hi = torch.nextafter(lb_t, ub_t), torch.nextafter(ub_t, lb_t)
+    return (lo, hi) if bool(lb_t < ub_t) and bool(lo <= hi) else None
+
+
 @register_gradient("clip-cov")
-def clip_cov_grad(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
+def clip_cov_grad(batch: Batch, params: ClipCovParams, state: Mapping[str, Tensor],
+                  weighted: bool = False) -> tuple[Tensor, dict]:
+    """``dl/dlogp`` with the cut; ``weighted``: the exact gradient (times ``pi_old``, ``Objective.exact_grad``;
+    the cut scales each entry, so it cuts the weighted derivative alike)."""
     if _unclipped(params):
-        return _clip_cov_cut(_ppo_grad(batch, params, _negated_advantages(batch)), batch, params, None), {}
+        d_terms = _ppo_grad(batch, params, _negated_advantages(batch), weighted)
+        return _clip_cov_cut(d_terms, batch, params, None), {}
     terms, d_terms = _ppo_value_and_grad(batch, params)
-    return _clip_cov_cut(d_terms, batch, params, terms), {}
+    return _clip_cov_cut(batch.weights * d_terms if weighted else d_terms, batch, params, terms), {}
+
+
+register_gradient("clip-cov", exact=True)(partial(clip_cov_grad, weighted=True))
 
 
 @dataclass(frozen=True)
@@ -308,39 +339,49 @@ def kl_cov(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor]) -> Te
     return terms + params.coef * _kl_cov_fraction(batch, params) * log_ratio.abs()
 
 
-def _kl_cov_fraction(batch: Batch, params: KLCovParams) -> Tensor:
-    """The share of each entry's ``lambda |logp - logp_old|`` penalty, ``(..., n)`` in [0, 1] (detached)."""
+def _kl_cov_fraction(batch: Batch, params: KLCovParams, weighted: bool = False) -> Tensor:
+    """The share of each entry's ``lambda |logp - logp_old|`` penalty, ``(..., n)`` in [0, 1] (detached);
+    ``weighted``: times the exact batch's weights."""
     cov, valid = token_covariance(batch)
     keys = cov if batch.mask is None else cov.masked_fill(~valid, float("-inf"))
     if batch.exact:
         w = batch.constant("kl-cov.weights", lambda: torch.broadcast_to(batch.weights, cov.shape) * valid)
-        top_share = batch.constant(("kl-cov.top_share", params.ratio), lambda: _top_share(w, valid, params.ratio))
-        if top_share is not None:
-            top = torch.argmax(keys, dim=-1, keepdim=True)
-            return torch.zeros_like(cov).scatter_(-1, top, top_share.gather(-1, top))
+        top = batch.constant(("kl-cov.top_share", params.ratio, weighted),
+                             lambda: _top_share(w, valid, params.ratio, weighted))
+        if top is not None:
+            share, positions = top
+            return torch.where(positions == torch.argmax(keys, dim=-1, keepdim=True), share, 0.0)
         order = torch.argsort(keys, dim=-1, descending=True, stable=True)
         w = w.gather(-1, order)
         before = torch.cumsum(w, -1) - w
-        share = ((params.ratio - before) / w.clamp(min=torch.finfo(w.dtype).tiny)).clamp(0.0, 1.0)
-        return torch.zeros_like(share).scatter(-1, order, share * (w > 0))
+        share = ((params.ratio - before) / w.clamp(min=torch.finfo(w.dtype).tiny)).clamp(0.0, 1.0) * (w > 0)
+        return torch.zeros_like(share).scatter(-1, order, share * w if weighted else share)
     dtype = torch.promote_types(batch.logp.dtype, batch.advantages.dtype)
     return (valid & (_rank(keys, descending=True) < _pick_count(valid, params.ratio))).to(dtype)
 
 
-def _top_share(w: Tensor, valid: Tensor, ratio: float) -> Tensor | None:
+def _top_share(w: Tensor, valid: Tensor, ratio: float, weighted: bool) -> tuple[Tensor, Tensor] | None:
     """Where every valid entry's weight exceeds ``ratio`` (verl's default 2e-4 is far below a bandit arm's
     ``pi_old``) and every row has one, the mass ``ratio`` is covered by the row's top entry alone: its share
     is ``ratio / w``, and the sort of the general rule reduces to an argmax (the first maximum, as the stable
-    sort's first entry). Returns each entry's share if it were on top, or ``None`` where the rule needs the
-    sort. The margin keeps ``ratio - (w_top + w_next - w_next)`` at or below 0 despite rounding."""
+    sort's first entry). Returns each entry's share if it were on top (``weighted``: times its weight) and
+    the positions ``0 .. n-1`` that pick the top's, or ``None`` where the rule needs the sort. The margin keeps
+    ``ratio - (w_top + w_next - w_next)`` at or below 0 despite rounding."""
     if not bool((valid.any(-1).all() & ((w > ratio * (1.0 + 1e-9)) | ~valid).all()).item()):
         return None
-    return (ratio / w.clamp(min=torch.finfo(w.dtype).tiny)).clamp(max=1.0)
+    share = (ratio / w.clamp(min=torch.finfo(w.dtype).tiny)).clamp(max=1.0)
+    return share * w if weighted else share, torch.arange(w.shape[-1], device=w.device)
 
 
 @register_gradient("kl-cov")
-def kl_cov_grad(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
-    """``-A r + lambda fraction sign(logp - logp_old)`` (autograd's ``|x|'`` is ``sign(x)``, 0 at 0)."""
+def kl_cov_grad(batch: Batch, params: KLCovParams, state: Mapping[str, Tensor],
+                weighted: bool = False) -> tuple[Tensor, dict]:
+    """``-A r + lambda fraction sign(logp - logp_old)`` (autograd's ``|x|'`` is ``sign(x)``, 0 at 0);
+    ``weighted``: the exact gradient, ``-A pi + lambda pi_old fraction sign(...)`` (``Objective.exact_grad``)."""
     log_ratio = batch.logp - batch.logp_old
-    d_terms = torch.exp(log_ratio) * _negated_advantages(batch)
-    return d_terms.addcmul_(_kl_cov_fraction(batch, params), torch.sign(log_ratio), value=params.coef), {}
+    d_terms = torch.exp(batch.logp if weighted else log_ratio) * _negated_advantages(batch)
+    fraction = _kl_cov_fraction(batch, params, weighted)
+    return d_terms.addcmul_(fraction, torch.sign(log_ratio), value=params.coef), {}
+
+
+register_gradient("kl-cov", exact=True)(partial(kl_cov_grad, weighted=True))

@@ -31,6 +31,11 @@ each term in the objective's state (the reduction over the last axis is the call
 objective it is the gradient of its reduced loss: ``(dL/dlogp (..., n), {name: dL/dstate (...)})``. An
 objective without one is differentiated by autograd; tests hold every hand gradient to autograd's.
 
+A per-action objective may add the gradient of its exact loss (``register_gradient(name, exact=True)``): the
+same reduced form as a full-support objective's, for exact batches without a mask, where the weights
+``pi_old = exp(logp_old)`` fold into the derivative and save kernels (the PPO family's ``pi_old dl/dlogp =
+-A pi``); the fused engine uses it there.
+
 What depends only on the batch's fixed fields (``logp_old``, ``advantages``, ``weights``, ``mask``, ``logp_ref``)
 can be computed once while they stay the same: ``batch.constant(key, make)`` returns ``make()`` from the memo the
 caller keeps (the bandit trainer renews it at every refresh of ``pi_old`` and every new sample), e.g.
@@ -150,6 +155,9 @@ class Objective:
             batches with weights, optional.
         grad: ``(batch, params, state) -> (g, state_grads)``, the hand-derived gradient (module docstring), or
             ``None`` (autograd).
+        exact_grad: ``(batch, params, state) -> (dL/dlogp (..., n), {name: dL/dstate (...)})``, the gradient of
+            the ``pi_old``-weighted sum of the terms on an exact batch without a mask, optional (module
+            docstring).
     """
 
     name: str
@@ -164,6 +172,7 @@ class Objective:
     needs: frozenset[str] = frozenset()
     exact_loss: FullLoss | None = None
     grad: Grad | None = None
+    exact_grad: Grad | None = None
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The parameters with ``overrides`` applied (strings are parsed by field type, e.g. from ``--set``)."""
@@ -219,14 +228,17 @@ def register_objective(name: str, params: type, *, formula: str, reference: str,
     return decorate
 
 
-def register_gradient(name: str) -> Callable[[Grad], Grad]:
-    """Decorator attaching a hand-derived gradient (module docstring) to the registered objective ``name``."""
+def register_gradient(name: str, *, exact: bool = False) -> Callable[[Grad], Grad]:
+    """Decorator attaching a hand-derived gradient (module docstring) to the registered objective ``name``:
+    ``Objective.grad``, or with ``exact=True`` the gradient of its exact loss, ``Objective.exact_grad``."""
     obj = get_objective(name)
+    if exact and obj.full_support:
+        raise ValueError(f"objective {name!r} is full-support: its gradient is already the reduced loss's")
 
     def decorate(fn: Grad) -> Grad:
         if not callable(fn):
             raise TypeError(f"the gradient of objective {name!r} must be callable, got {fn!r}")
-        OBJECTIVES[obj.name] = dataclasses.replace(OBJECTIVES[obj.name], grad=fn)
+        OBJECTIVES[obj.name] = dataclasses.replace(OBJECTIVES[obj.name], **{"exact_grad" if exact else "grad": fn})
         return fn
 
     return decorate
