@@ -16,7 +16,7 @@ from ladsim.objectives import (Batch, EntropyBonus, KLPenalty, get_objective, li
                                register_gradient, register_objective, unregister_objective)
 from ladsim.streams import SeedStreams
 
-# Measured: the fused engine and the reference differ by <= 3e-15 in the final policies and logged metrics
+# Measured: the fused engine and the reference differ by <= 3.6e-15 (2026-11-26) in the final policies and logged metrics
 # of every case below (float64); rounding differences in the gradient are amplified by Adam's 1/(sqrt(v)+eps)
 # where a gradient is zero up to rounding (a uniform policy's entropy gradient), hence a 1e-12 bound.
 TOL = 1e-12
@@ -151,7 +151,7 @@ def test_hand_gradient_equals_autograd_of_the_loss(objective, mode, params_set):
     batch.generator.calls = 0  # clip-cov draws again: the same keys
     ref_g, ref_state = objective_gradient(dataclasses.replace(obj, grad=None), batch, params, state, logp,
                                           kl=kl, bonus=bonus)
-    # measured <= 4e-16
+    # measured <= 3.6e-15 (flowrl, through its log Z; <= 4.4e-16 for the others)
     torch.testing.assert_close(g, ref_g, atol=1e-14, rtol=0)
     for k in ref_state:
         torch.testing.assert_close(d_state[k], ref_state[k], atol=1e-14, rtol=0)
