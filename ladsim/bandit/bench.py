@@ -22,7 +22,8 @@ import time
 import torch
 
 from ladsim.bandit.config import BanditConfig
-from ladsim.bandit.trainer import exact_advantages, log_prior, make_optimizer, torch_dtype, train_objective
+from ladsim.bandit.trainer import (exact_advantages, log_prior, make_optimizer, threads_for, torch_dtype,
+                                   train_objective)
 from ladsim.losses import lad_loss
 from ladsim.objectives import list_objectives
 
@@ -93,7 +94,7 @@ def bench_bandit(seeds: int = 1000, steps: int = 4000, arms: int = 50, naive_see
     naive_total = naive_one * seeds
     result = {
         "seeds": seeds, "steps": steps, "arms": arms, "div": div, "dtype": dtype, "naive_seeds_timed": naive_seeds,
-        "threads": threads if threads is not None else torch.get_num_threads(),
+        "threads": threads if threads is not None else threads_for(seeds * arms),  # what train_objective used
         "vectorized_s": vectorized_s,
         "naive_one_seed_s": naive_one,
         "naive_per_seed_s": naive_total,

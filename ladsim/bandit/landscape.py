@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -126,23 +127,34 @@ def objective_params(config: LandscapeConfig, objective: str):
     return make_params(obj, values)
 
 
+def loss_function(config: LandscapeConfig, objective: str) -> Callable[[Tensor, dict | None], Tensor]:
+    """:func:`losses` for one objective as a function of ``(theta, state)``, with the parameters, ``pi_old``
+    and the advantages, which do not move, computed once (a trajectory evaluates it at every step)."""
+    obj = get_objective(objective)
+    params = objective_params(config, objective)
+    log_prior = _log_prior(config)
+    adv = _advantages(config, log_prior)
+
+    def loss(theta: Tensor, state: dict | None = None) -> Tensor:
+        logp = torch.log_softmax(_logits(theta), dim=-1)
+        logp_old = log_prior.expand_as(logp)
+        entropy = -(logp.exp() * logp).sum(-1, keepdim=True) if "entropy" in obj.needs else None
+        batch = Batch(logp, logp_old, adv.expand_as(logp), weights=logp_old.exp(), logp_ref=logp_old,
+                      entropy=entropy)
+        if state is None:
+            state = obj.state(params, tuple(theta.shape[:-1]), DTYPE)
+        return objective_loss(obj, batch, params, state)
+
+    return loss
+
+
 def losses(config: LandscapeConfig, objective: str, theta: Tensor, state: dict | None = None) -> Tensor:
     """The objective's exact loss at logits ``theta (..., 2)`` -> ``(...)``, through the registry.
 
     The batch is every arm weighted by ``pi_old``, with ``pi_old`` as the reference policy. ``state``: the
     objective's own (FlowRL's ``log Z``, of shape ``theta.shape[:-1]``); fresh state when ``None``.
     """
-    obj = get_objective(objective)
-    logp = torch.log_softmax(_logits(theta), dim=-1)
-    log_prior = _log_prior(config)
-    logp_old = log_prior.expand_as(logp)
-    adv = _advantages(config, log_prior).expand_as(logp)
-    entropy = -(logp.exp() * logp).sum(-1, keepdim=True) if "entropy" in obj.needs else None
-    batch = Batch(logp, logp_old, adv, weights=logp_old.exp(), logp_ref=logp_old, entropy=entropy)
-    params = objective_params(config, objective)
-    if state is None:
-        state = obj.state(params, tuple(theta.shape[:-1]), DTYPE)
-    return objective_loss(obj, batch, params, state)
+    return loss_function(config, objective)(theta, state)
 
 
 def trajectory(config: LandscapeConfig, objective: str) -> np.ndarray:
@@ -150,11 +162,12 @@ def trajectory(config: LandscapeConfig, objective: str) -> np.ndarray:
     theta = torch.tensor(config.start, dtype=DTYPE, requires_grad=True)
     obj = get_objective(objective)
     state = obj.state(objective_params(config, objective), (), DTYPE)
+    loss_at = loss_function(config, objective)
     opt = (torch.optim.SGD if config.optimizer == "sgd" else torch.optim.Adam)([theta, *state.values()],
                                                                                  lr=config.lr)
     path = np.empty((config.steps + 1, 3))
     for step in range(config.steps + 1):
-        loss = losses(config, objective, theta, state)
+        loss = loss_at(theta, state)
         path[step] = (*theta.detach().tolist(), loss.item())
         if step == config.steps:
             break
