@@ -23,7 +23,7 @@ from ladsim.advantages import SCALES
 from ladsim.bandit.memory import estimate_memory_bytes
 from ladsim.bandit.rewards import RewardSpec, parse_reward
 from ladsim.divergences import get_divergence
-from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, make_params
+from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, layered_params, make_params
 from ladsim.resources import check_memory
 from ladsim.validation import check_field_types, finite
 
@@ -142,13 +142,10 @@ class BanditConfig:
 
     def objective_params(self, name: str):
         """The parameters ``name`` trains with: registry defaults < shared settings < ``params``."""
-        fields = {f.name for f in dataclasses.fields(get_objective(name).params)}
         shared = {"eta": self.eta, "div": self.div}
         if self.clip is not None:
             shared.update(eps_low=self.clip, eps_high=self.clip)
-        values = {k: v for k, v in shared.items() if k in fields}
-        values.update(self.params.get(name, {}))
-        return make_params(name, values)
+        return layered_params(name, shared, self.params.get(name, {}))
 
     def kl_penalty(self) -> KLPenalty | None:
         """The KL penalty of the run, or ``None``."""

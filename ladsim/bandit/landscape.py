@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ladsim.divergences import get_divergence
-from ladsim.objectives import Batch, get_objective, make_params, objective_loss
+from ladsim.objectives import Batch, get_objective, layered_params, make_params, objective_loss
 from ladsim.validation import check_field_types
 
 DTYPE = torch.float64
@@ -120,11 +120,8 @@ def _logits(theta: Tensor) -> Tensor:
 
 def objective_params(config: LandscapeConfig, objective: str):
     """The objective's parameters: registry defaults < ``eta``/``div`` < ``config.params``."""
-    obj = get_objective(objective)
-    fields = {f.name for f in dataclasses.fields(obj.params)}
-    values = {k: v for k, v in (("eta", config.eta), ("div", config.div)) if k in fields}
-    values.update(config.params.get(obj.name, {}))
-    return make_params(obj, values)
+    name = get_objective(objective).name
+    return layered_params(name, {"eta": config.eta, "div": config.div}, config.params.get(name, {}))
 
 
 def loss_function(config: LandscapeConfig, objective: str) -> Callable[[Tensor, dict | None], Tensor]:

@@ -21,6 +21,7 @@ from ladsim.objectives.registry import (
     Objective,
     describe_fields,
     get_objective,
+    layered_params,
     list_objectives,
     make_params,
     objective_loss,
@@ -34,6 +35,7 @@ from ladsim.objectives.registry import (
 
 __all__ = [
     "Batch", "EntropyBonus", "KLPenalty", "KL_ESTIMATORS", "OBJECTIVES", "Objective", "describe_fields",
-    "get_objective", "kl_terms", "list_objectives", "make_params", "objective_loss", "objective_terms",
-    "params_dict", "parse_assignments", "register_gradient", "register_objective", "unregister_objective",
+    "get_objective", "kl_terms", "layered_params", "list_objectives", "make_params", "objective_loss",
+    "objective_terms", "params_dict", "parse_assignments", "register_gradient", "register_objective",
+    "unregister_objective",
 ]

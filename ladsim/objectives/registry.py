@@ -324,6 +324,17 @@ def make_params(objective: str | Objective, overrides: Mapping[str, Any] | None 
         raise type(err)(f"{obj.name}: {err}") from None
 
 
+def layered_params(objective: str | Objective, shared: Mapping[str, Any],
+                   overrides: Mapping[str, Any] | None = None) -> Any:
+    """The parameters from layers: registry defaults < the ``shared`` settings the objective has (a run's
+    ``eta``, ``div``, ...; the others are ignored) < ``overrides``, its own (checked by :func:`make_params`)."""
+    obj = get_objective(objective)
+    fields = {f.name for f in dataclasses.fields(obj.params)}
+    values = {k: v for k, v in shared.items() if k in fields}
+    values.update(overrides or {})
+    return make_params(obj, values)
+
+
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
     """``["flowrl.beta=10", "grpo.eps_low=0.2"]`` -> ``{"flowrl": {"beta": "10"}, "grpo": {"eps_low": "0.2"}}``.
 
