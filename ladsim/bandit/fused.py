@@ -16,13 +16,13 @@ own fused Adam kernel on the same tensors (so Adam is torch's, bit for bit) or `
 An objective registered without a hand gradient is differentiated by autograd here, for ``g`` only: the rest of
 the step is the same.
 
-On small problems (the paper's 8 seeds x 50 arms) a step costs its kernels' fixed launch cost, about 1 us each on
+On small problems (the paper's 8 seeds x 50 arms) a step costs its kernels' fixed launch cost, about 1.2 us each on
 CPU, not their arithmetic, so the engine keeps the chain short: it runs in ``torch.inference_mode`` (no autograd
 bookkeeping), uses torch's one-kernel log-softmax backward, and the objectives compute what depends only on
 ``pi_old``, the advantages and the reference policy once per ``pi_old`` (``Batch.memo``), and takes an
-objective's exact gradient where it has one. Measured (2026-11-26, 2-core CPU, 8 seeds x 4000 steps): grpo 9 us
-a step, clip-cov, the longest, 23 us; a hand-written loop of clip-cov's seventeen kernels with nothing else
-around them takes 19-21 us.
+objective's exact gradient where it has one. Measured (2026-11-26, 2-core CPU; ``ladsim bench bandit``'s
+8 seeds x 4000 steps divided by 4000): grpo 9 us a step, clip-cov, the longest, 23 us; a hand-written loop of
+clip-cov's seventeen kernels with nothing else around them (a throwaway script) takes 19-21 us.
 
 Why torch and not numpy, numba or a compiler: the engine has to run on CUDA too (``--device cuda``), torch's
 elementwise kernels are vectorized (SLEEF) and multi-threaded for large ``S x N`` (1000 seeds), and the registry's

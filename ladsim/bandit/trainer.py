@@ -132,10 +132,11 @@ def threads_for(elements: int) -> int:
 
     On small tensors every kernel costs its fixed dispatch time, and the threads' synchronization only adds to
     it (a 4 x 50 log_softmax measured ~7 ms with 2 threads on a busy 2-core machine, < 0.1 ms with one).
-    Measured on an idle 2-core machine (practical LAD, exact mode, float64, 2026-11-25): 8 x 50 arms, 2000
-    steps, 0.037 s on one thread and 0.042 s on two; 80 x 50: 0.098 and 0.088 s; 1000 x 50, 4000 steps: 1.86 and
-    1.02 s (the row-wise log-softmax and the reductions split over threads long before torch's 32768-entry
-    grain for elementwise kernels). Larger problems use torch's default (the machine's cores).
+    Measured on an idle 2-core machine (practical LAD, exact mode, float64, 2026-11-25; ``ladsim bench bandit
+    --seeds S --steps T --threads 1`` against ``--threads 2``, its ``vectorized_s``): 8 x 50 arms, 2000 steps,
+    0.037 s on one thread and 0.042 s on two; 80 x 50: 0.098 and 0.088 s; 1000 x 50, 4000 steps: 1.86 and 1.02 s
+    (the row-wise log-softmax and the reductions split over threads long before torch's 32768-entry grain for
+    elementwise kernels). Larger problems use torch's default (the machine's cores).
     """
     return 1 if elements < SMALL_PROBLEM else torch.get_num_threads()
 
