@@ -13,6 +13,12 @@ RAY_VENV ?= .venv-ray
 VERL_DEPS := codetiming "tensordict>=0.8.0,<=0.10.0,!=0.9.0" hydra-core ray "transformers>=5.5.3,<5.11,!=5.6.0" datasets
 CPU_TORCH_FIRST = if command -v nvidia-smi >/dev/null 2>&1; then echo "GPU found: torch from pyproject"; \
 	else $(1)/bin/pip install -q "$(TORCH_CPU)" || echo "local CPU wheel $(TORCH_CPU) not found"; fi
+# The opening of every integration environment's recipe: $(call NEW_VENV,<venv>).
+define NEW_VENV
+$(PY) -m venv $(1)
+$(1)/bin/pip install -q --upgrade pip
+@$(call CPU_TORCH_FIRST,$(1))
+endef
 
 .PHONY: install test lint bench figures verify clean env-verl env-trl env-ray test-verl test-trl test-ray
 
@@ -45,9 +51,7 @@ verify: install
 env-verl: $(VERL_VENV)/.built
 
 $(VERL_VENV)/.built: pyproject.toml Makefile
-	$(PY) -m venv $(VERL_VENV)
-	$(VERL_VENV)/bin/pip install -q --upgrade pip
-	@$(call CPU_TORCH_FIRST,$(VERL_VENV))
+	$(call NEW_VENV,$(VERL_VENV))
 	$(VERL_VENV)/bin/pip install -q --no-deps "verl==0.9.1"
 	$(VERL_VENV)/bin/pip install -q $(VERL_DEPS) "pytest>=7.4"
 	$(VERL_VENV)/bin/pip install -q -e .
@@ -56,9 +60,7 @@ $(VERL_VENV)/.built: pyproject.toml Makefile
 env-trl: $(TRL_VENV)/.built
 
 $(TRL_VENV)/.built: pyproject.toml Makefile
-	$(PY) -m venv $(TRL_VENV)
-	$(TRL_VENV)/bin/pip install -q --upgrade pip
-	@$(call CPU_TORCH_FIRST,$(TRL_VENV))
+	$(call NEW_VENV,$(TRL_VENV))
 	$(TRL_VENV)/bin/pip install -q -e ".[trl]" "pytest>=7.4"
 	@touch $@
 
@@ -66,9 +68,7 @@ $(TRL_VENV)/.built: pyproject.toml Makefile
 env-ray: $(RAY_VENV)/.built
 
 $(RAY_VENV)/.built: pyproject.toml Makefile
-	$(PY) -m venv $(RAY_VENV)
-	$(RAY_VENV)/bin/pip install -q --upgrade pip
-	@$(call CPU_TORCH_FIRST,$(RAY_VENV))
+	$(call NEW_VENV,$(RAY_VENV))
 	$(RAY_VENV)/bin/pip install -q -e ".[dev,ray]"
 	@touch $@
 

@@ -157,7 +157,9 @@ def _metrics(params: Any, log_prob: Tensor, old_log_prob: Tensor, advantages: Te
         lo, hi = getattr(params, "eps_low", None), getattr(params, "eps_high", None)
         if lo is None and hi is None:
             return out
-        r = torch.exp(token_log_ratio(log_prob.detach(), old_log_prob, response_mask, ratio).clamp(-20.0, 20.0))
+        if ratio != "token":  # the token ratio's clamped log is ``d`` already
+            d = token_log_ratio(log_prob.detach(), old_log_prob, response_mask, ratio).clamp(-20.0, 20.0)
+        r = torch.exp(d)
         a = expand_advantages(advantages, log_prob.shape).to(r.dtype)
         inf = float("inf")
         clipped = r.clamp(1.0 - (inf if lo is None else lo), 1.0 + (inf if hi is None else hi))

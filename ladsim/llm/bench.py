@@ -193,18 +193,25 @@ def _linear_inputs(n: int, vocab: int, dim: int, device: torch.device, seed: int
     return h, w, y, old, adv, mask
 
 
-def run_bench(*, tokens: int = 1 << 20, vocab: int = 32768, dim: int = 1024, linear_tokens: int = 8192,
-              device: str = "cpu", repeats: int = 5, linear_repeats: int = 2, warmup: int = 1,
-              div: str = "js", eta: float = 1.0, loss_agg_mode: str = "token-mean", compile: bool = True,
-              chunk_size: int | None = None, peak_bandwidth_gbs: float | None = None, seed: int = 0,
-              threads: int | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Run both measurements and return every figure as a flat dict (see the module docstring)."""
+def check_bench_counts(*, tokens: int, vocab: int, dim: int, linear_tokens: int, repeats: int,
+                       linear_repeats: int, warmup: int) -> None:
+    """``ValueError`` naming the CLI flag unless the sizes and repeats are positive integers and ``warmup >= 0``."""
     for name, val in (("tokens", tokens), ("vocab", vocab), ("dim", dim), ("linear_tokens", linear_tokens),
                       ("repeats", repeats), ("linear_repeats", linear_repeats)):
         if not isinstance(val, int) or val < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {val!r}")
     if warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {warmup!r}")
+
+
+def run_bench(*, tokens: int = 1 << 20, vocab: int = 32768, dim: int = 1024, linear_tokens: int = 8192,
+              device: str = "cpu", repeats: int = 5, linear_repeats: int = 2, warmup: int = 1,
+              div: str = "js", eta: float = 1.0, loss_agg_mode: str = "token-mean", compile: bool = True,
+              chunk_size: int | None = None, peak_bandwidth_gbs: float | None = None, seed: int = 0,
+              threads: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Run both measurements and return every figure as a flat dict (see the module docstring)."""
+    check_bench_counts(tokens=tokens, vocab=vocab, dim=dim, linear_tokens=linear_tokens, repeats=repeats,
+                       linear_repeats=linear_repeats, warmup=warmup)
     if loss_agg_mode not in LOSS_AGG_MODES:
         raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(LOSS_AGG_MODES)}")
     if device not in ("cpu", "cuda"):

@@ -30,19 +30,15 @@ def bench_loss(
     json_path: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),  # noqa: B008
 ) -> None:
     """Fused LAD vs eager GRPO/LAD, and the chunked LM head vs materialized logits: time and peak memory."""
-    from ladsim.llm.bench import format_report, run_bench
+    from ladsim.llm.bench import check_bench_counts, format_report, run_bench
 
     from ladsim.resources import check_memory
 
     get_divergence(div)
     if not 0 < eta < float("inf"):
         raise ValueError(f"--eta must be a finite number > 0, got {eta}")
-    for flag, value in (("--tokens", tokens), ("--vocab", vocab), ("--dim", dim), ("--linear-tokens", linear_tokens),
-                        ("--repeats", repeats), ("--linear-repeats", linear_repeats)):
-        if value < 1:
-            raise ValueError(f"{flag} must be a positive integer, got {value}")
-    if warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {warmup}")
+    check_bench_counts(tokens=tokens, vocab=vocab, dim=dim, linear_tokens=linear_tokens, repeats=repeats,
+                       linear_repeats=linear_repeats, warmup=warmup)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"--chunk-size must be a positive integer, got {chunk_size}")
     if peak_bandwidth_gbs is not None and not 0 < peak_bandwidth_gbs < float("inf"):

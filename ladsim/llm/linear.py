@@ -25,7 +25,7 @@ from torch import Tensor
 from ladsim.divergences import Divergence, get_divergence
 from ladsim.llm.fused import lad_kernel, value_and_grad_fn
 from ladsim.llm.token_loss import (
-    _FLOAT_DTYPES,
+    FLOAT_DTYPES,
     bool_mask,
     expand_advantages,
     agg_weights,
@@ -45,7 +45,7 @@ def auto_chunk_size(vocab: int, n_tokens: int) -> int:
 def _check_linear(hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int | None,
                   temperature: float) -> None:
     for name, x in (("hidden", hidden), ("weight", weight)):
-        if not isinstance(x, Tensor) or x.dtype not in _FLOAT_DTYPES:
+        if not isinstance(x, Tensor) or x.dtype not in FLOAT_DTYPES:
             raise ValueError(f"{name} must be a floating-point torch.Tensor, got "
                              f"{getattr(x, 'dtype', type(x).__name__)}")
     if not isinstance(targets, Tensor) or targets.dtype not in (torch.int64, torch.int32):

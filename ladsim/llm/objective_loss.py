@@ -132,16 +132,17 @@ def objective_token_terms(objective: str, log_prob: Tensor, old_log_prob: Tensor
     else:
         logp = old + token_log_ratio(log_prob, old_log_prob, response_mask, ratio)
     adv = expand_advantages(advantages, log_prob.shape).to(dt)
+    idx = keep.nonzero(as_tuple=True)  # once: each boolean-mask index would sync with the device again
     extra = {}
     for name, x in (("entropy", entropy), ("logp_ref", ref_log_prob)):
         if x is not None:
             check_like_log_prob(name, x, log_prob)
-            extra[name] = x.to(dt)[keep][None]
-    batch = Batch(logp=logp[keep][None], logp_old=old[keep][None], advantages=adv[keep][None],
+            extra[name] = x.to(dt)[idx][None]
+    batch = Batch(logp=logp[idx][None], logp_old=old[idx][None], advantages=adv[idx][None],
                   generator=generator, **extra)
     row = objective_terms(obj, batch, params)[0]
     out = torch.zeros(log_prob.shape, dtype=row.dtype, device=row.device)
-    return out.index_put((keep,), row)
+    return out.index_put(idx, row)
 
 
 def objective_token_loss(objective: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor,

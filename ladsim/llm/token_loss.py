@@ -37,7 +37,7 @@ from ladsim.losses import check_eta, grpo_terms, lad_terms
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 AGG_MODES = LOSS_AGG_MODES + ("token-sum",)  # verl's fifth mode: ``sum m l`` (aggregation only)
 RATIO_KINDS = ("token", "sequence")
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 # --- validation -------------------------------------------------------------------------------------
@@ -46,7 +46,7 @@ def check_float(name: str, x: Any) -> None:
     """Raise ``ValueError`` naming ``name`` unless ``x`` is a float16/bfloat16/float32/float64 tensor."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")  # noqa: TRY004
-    if x.dtype not in _FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
 
 
