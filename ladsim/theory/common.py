@@ -122,12 +122,13 @@ def fit_slope(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def slope_with_ci(x: np.ndarray, ys: np.ndarray, rng: np.random.Generator, n_boot: int = 2000,
-                  level: float = 0.95) -> dict[str, float]:
+                  level: float = 0.95) -> dict[str, Any]:
     """Pooled log-log slope of ``ys (instances, len(x))`` against ``x`` with a bootstrap interval.
 
     Each row is one instance measured along the same grid ``x``; rows are resampled with replacement
     (the instance is the unit of resampling), and the slope of the mean of ``log y`` over the resampled
-    rows is refit. Returns ``{"slope", "lo", "hi", "per_instance_min", "per_instance_max"}``.
+    rows is refit. Returns ``{"slope", "lo", "hi", "per_instance_min", "per_instance_max"}`` (floats) and
+    ``"per_instance"``, the list of each row's own log-log slope (in row order).
     """
     ys = np.asarray(ys, float)
     lx = np.log(np.asarray(x, float))
@@ -140,7 +141,8 @@ def slope_with_ci(x: np.ndarray, ys: np.ndarray, rng: np.random.Generator, n_boo
     boots = np.polyfit(lx, boot_means.T, 1)[0]
     a = (1 - level) / 2
     return {"slope": slope, "lo": float(np.quantile(boots, a)), "hi": float(np.quantile(boots, 1 - a)),
-            "per_instance_min": float(per.min()), "per_instance_max": float(per.max())}
+            "per_instance_min": float(per.min()), "per_instance_max": float(per.max()),
+            "per_instance": [float(v) for v in per]}
 
 
 # --- threads -------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ Estimators of ``KL(q || p)`` from samples ``x ~ q``, with the log-ratio ``l = lo
 For ``q = N(0, 1)`` and ``p = N(mu, 1)``: ``l = mu x - mu^2/2 ~ N(-mu^2/2, mu^2)``, ``KL = mu^2/2``, and the
 means and standard deviations of all three estimators have closed forms (:func:`derived_moments`).
 :func:`check_kl_estimators` draws ``n`` samples from ``q``, measures mean and standard deviation of each
-estimator, and compares them with the closed forms in units of their Monte-Carlo standard errors. The sampler
-and the estimator formulas are injectable for mutation tests.
+estimator, and compares them with the closed forms in units of their Monte-Carlo standard errors. The
+estimators are the library's own, :func:`ladsim.losses.kl_terms` (float64 torch), so the check tests the code
+GRPO's KL penalty calls; the closed forms are the independent side. The sampler and the estimator formulas are
+injectable for mutation tests.
 """
 
 from __future__ import annotations
@@ -17,27 +19,34 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 import numpy as np
+import torch
 
+from ladsim.losses import kl_terms
 from ladsim.theory.common import CheckResult, as_rng
 
 Estimator = Callable[[np.ndarray], np.ndarray]
 Sampler = Callable[[np.random.Generator, float, int], np.ndarray]
 
 
-def k1(log_ratio: np.ndarray) -> np.ndarray:
-    """``k1 = -log r``, ``r = p(x)/q(x)``; shape as ``log_ratio``."""
-    return -log_ratio
+def _library(name: str) -> Estimator:
+    """Estimator ``name`` as computed by the library's :func:`ladsim.losses.kl_terms` (float64 torch).
+
+    ``kl_terms`` takes ``t = logp - logp_ref`` with samples from the policy ``q``, i.e. ``t = -l``; it is called
+    with ``logp = -l``, ``logp_ref = 0``, so the check measures the code GRPO's KL penalty runs.
+    """
+
+    def estimator(log_ratio: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.negative(log_ratio, dtype=np.float64))
+        return kl_terms(t, torch.zeros_like(t), name).numpy()
+
+    estimator.__name__ = estimator.__qualname__ = name
+    estimator.__doc__ = f"``{name}`` of ``ladsim.losses.kl_terms`` on ``t = -log_ratio``; shape as ``log_ratio``."
+    return estimator
 
 
-def k2(log_ratio: np.ndarray) -> np.ndarray:
-    """``k2 = (log r)^2 / 2``."""
-    return 0.5 * log_ratio**2
-
-
-def k3(log_ratio: np.ndarray) -> np.ndarray:
-    """``k3 = (r - 1) - log r`` (``expm1`` keeps it exact for small ``log r``)."""
-    return np.expm1(log_ratio) - log_ratio
-
+k1 = _library("k1")  # -l
+k2 = _library("k2")  # l^2 / 2
+k3 = _library("k3")  # (r - 1) - l = expm1(l) - l
 
 ESTIMATORS: dict[str, Estimator] = {"k1": k1, "k2": k2, "k3": k3}
 

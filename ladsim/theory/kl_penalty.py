@@ -139,7 +139,7 @@ def stationarity_error(estimator: str, log_pi: np.ndarray, log_ref: np.ndarray, 
 
 
 def random_bandit(rng: np.random.Generator, n_min: int, n_max: int) -> tuple[tuple[float, ...], str]:
-    """A random prior (Dirichlet, alpha in {1, 5}) and a random two-bump ``mixture:`` reward string over
+    """A random prior (Dirichlet, alpha = 5) and a random two-bump ``mixture:`` reward string over
     ``n`` arms (means uniform over the arms, widths 0.5..2 arms, heights 0.3..1)."""
     n = int(rng.integers(n_min, n_max + 1))
     prior = tuple(np.exp(log_dirichlet(rng, 5.0, n)).tolist())
