@@ -55,8 +55,26 @@ def _runs(mask: np.ndarray) -> list[list[int]]:
     return runs
 
 
+class _Deterministic:
+    """What the deterministic rewards share: every pull of arm ``y`` pays ``R(y) = expected_rewards()[y]``, and
+    the success probability is ``R`` min-max scaled to ``[0, 1]``."""
+
+    def expected_rewards(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def second_moment(self) -> np.ndarray:
+        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: deterministic, so ``R(y)^2``."""
+        return self.expected_rewards() ** 2
+
+    def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
+        return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
+
+    def success_prob(self) -> np.ndarray:
+        return _minmax(self.expected_rewards())
+
+
 @dataclass(frozen=True)
-class GaussianMixture:
+class GaussianMixture(_Deterministic):
     """Deterministic shaped reward ``R(y) = sum_k h_k exp(-(y - m_k)^2 / (2 w_k^2))``.
 
     Mode ``k`` is the set of arms within two widths of its mean. Success probability: ``R`` min-max scaled
@@ -87,16 +105,6 @@ class GaussianMixture:
         y = np.arange(self.n_arms, dtype=np.float64)[:, None]
         m, w, h = (np.array(c, dtype=np.float64) for c in zip(*self.components))
         return (h * np.exp(-0.5 * ((y - m) / w) ** 2)).sum(-1)
-
-    def second_moment(self) -> np.ndarray:
-        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: deterministic, so ``R(y)^2``."""
-        return self.expected_rewards() ** 2
-
-    def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
-        return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
-
-    def success_prob(self) -> np.ndarray:
-        return _minmax(self.expected_rewards())
 
     def modes(self) -> list[list[int]]:
         arms = np.arange(self.n_arms)
@@ -167,7 +175,7 @@ class CorrectSet:
 
 
 @dataclass(frozen=True)
-class ArrayReward:
+class ArrayReward(_Deterministic):
     """A user-supplied deterministic reward per arm (from a ``.csv`` or ``.npy`` file).
 
     Modes: maximal runs of consecutive arms whose min-max scaled reward is at least 1/2. Success probability:
@@ -190,16 +198,6 @@ class ArrayReward:
 
     def expected_rewards(self) -> np.ndarray:
         return np.asarray(self.values, dtype=np.float64)
-
-    def second_moment(self) -> np.ndarray:
-        """``E[r^2 | y]`` of one sampled reward, ``(N,)``: deterministic, so ``R(y)^2``."""
-        return self.expected_rewards() ** 2
-
-    def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
-        return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
-
-    def success_prob(self) -> np.ndarray:
-        return _minmax(self.expected_rewards())
 
     def modes(self) -> list[list[int]]:
         return _runs(self.success_prob() >= 0.5)
