@@ -1,4 +1,10 @@
-"""ladsim's objectives inside TRL 1.16's ``GRPOTrainer``: :class:`LadsimGRPOConfig` and :class:`LadsimGRPOTrainer`.
+"""ladsim's objectives inside TRL 1.16's ``GRPOTrainer``: :class:`LadsimGRPOTrainer` (and :class:`LadsimGRPOConfig`).
+
+Switching a TRL GRPO script to ladsim is one class: ``GRPOTrainer(...)`` -> ``LadsimGRPOTrainer(...)`` with the
+same arguments, a plain ``GRPOConfig`` included. ladsim's settings are keyword arguments of the trainer
+(``objective``, ``eta``, ``div``, ``objective_params``); left out, they are :data:`DEFAULTS`: practical LAD with
+``eta = 1`` and the Jensen-Shannon generator. :class:`LadsimGRPOConfig` carries the same settings as fields of
+the config instead (for ``HfArgumentParser`` command lines, and to have them saved with the training arguments).
 
 TRL computes GRPO's loss in ``GRPOTrainer._compute_loss(self, model, inputs)``; :class:`LadsimGRPOTrainer`
 overrides exactly that method and keeps everything else of TRL (generation, rewards, group advantages,
@@ -36,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -53,57 +59,114 @@ from ladsim.llm.token_loss import agg_loss, bool_mask
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 PROVIDES = ("entropy",)  # TRL computes per-token entropies in _compute_loss
+# ladsim's settings, with their defaults (practical LAD, eta 1, JS): the trainer's keywords and the config's fields
+DEFAULTS: dict[str, Any] = {"objective": "lad", "eta": 1.0, "div": "js", "objective_params": None}
+
+
+def _as_dict(objective_params: Mapping[str, Any] | str | None) -> dict[str, Any]:
+    """``objective_params`` (``None``, a mapping, or a JSON object string from a command line) as a dict."""
+    value = json.loads(objective_params) if isinstance(objective_params, str) else objective_params
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"objective_params must be a dict or a JSON object string, got {objective_params!r}")
+    return dict(value)
+
+
+def _parameters(objective: str, eta: float, div: str, objective_params: Mapping[str, Any] | str | None,
+                eps_low: float | None = None, eps_high: float | None = None) -> Any:
+    """The objective's parameters object, later sources winning: its defaults; ``eta``, ``div``; ``eps_low``/
+    ``eps_high`` (TRL's ``epsilon``/``epsilon_high``, for objectives with a PPO clip); ``objective_params``.
+
+    ``ValueError`` for an unknown objective or parameter, ``eta``/``div`` away from :data:`DEFAULTS` for an
+    objective without them, and ``eta``/``div`` contradicted by ``objective_params``.
+    """
+    check_token_objective(objective, PROVIDES)
+    fields = {f.name for f in dataclasses.fields(make_token_params(objective))}
+    extra = _as_dict(objective_params)
+    values: dict[str, Any] = {}
+    for name, value in {"eta": eta, "div": div}.items():
+        moved = value != DEFAULTS[name]
+        if moved and name in extra and extra[name] != value:
+            raise ValueError(f"{name}={value!r} contradicts objective_params[{name!r}]={extra[name]!r}; give it once")
+        if name in fields:
+            values[name] = value
+        elif moved:
+            raise ValueError(f"objective {objective!r} has no parameter {name!r} (it has: "
+                             f"{', '.join(sorted(fields)) or 'none'})")
+    for name, value in {"eps_low": eps_low, "eps_high": eps_high}.items():
+        if name in fields and value is not None:
+            values[name] = value
+    return make_token_params(objective, {**values, **extra})
 
 
 @dataclass
 class LadsimGRPOConfig(GRPOConfig):
-    """TRL's ``GRPOConfig`` plus the objective ladsim computes and its parameters.
+    """TRL's ``GRPOConfig`` plus ladsim's settings as fields (the same names and defaults as the trainer's keywords).
 
     ``eta`` and ``div`` are LAD's; the PPO-clip ``eps_low``/``eps_high`` of clipped objectives come from TRL's
     ``epsilon``/``epsilon_high``; any other parameter goes in ``objective_params`` (a dict, or a JSON string
-    from the command line), which also overrides the former.
+    from the command line), which also overrides the PPO clip.
     """
 
-    objective: str = field(default="lad",
+    objective: str = field(default=DEFAULTS["objective"],
                            metadata={"help": "ladsim objective: " + ", ".join(token_objectives(PROVIDES))})
-    eta: float = field(default=1.0, metadata={"help": "LAD temperature: target pi_old exp(A/eta)/Z"})
-    div: str = field(default="js", metadata={"help": "LAD f-divergence generator (ladsim.divergences)"})
+    eta: float = field(default=DEFAULTS["eta"], metadata={"help": "LAD temperature: target pi_old exp(A/eta)/Z"})
+    div: str = field(default=DEFAULTS["div"], metadata={"help": "LAD f-divergence generator (ladsim.divergences)"})
     objective_params: dict[str, Any] | str | None = field(
-        default=None, metadata={"help": "other parameters of the objective, e.g. '{\"eps_low\": 0.1}'"})
+        default=DEFAULTS["objective_params"],
+        metadata={"help": "other parameters of the objective, e.g. '{\"eps_low\": 0.1}'"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.objective_params, str):
-            self.objective_params = json.loads(self.objective_params)
+            self.objective_params = _as_dict(self.objective_params)
         self.objective_parameters()  # unknown objective or parameter: ValueError now, not mid-training
 
     def objective_parameters(self) -> Any:
-        """The objective's parameters object (defaults < eta/div/epsilon < ``objective_params``)."""
-        check_token_objective(self.objective, PROVIDES)
-        fields = {f.name for f in dataclasses.fields(make_token_params(self.objective))}
-        own = {"eta": (self.eta, 1.0), "div": (self.div, "js")}
-        values: dict[str, Any] = {}
-        for name, (value, default) in own.items():
-            if name in fields:
-                values[name] = value
-            elif value != default:
-                raise ValueError(f"objective {self.objective!r} has no parameter {name!r} (it has: "
-                                 f"{', '.join(sorted(fields)) or 'none'})")
-        if "eps_low" in fields:
-            values["eps_low"] = self.epsilon
-        if "eps_high" in fields:
-            values["eps_high"] = self.epsilon if self.epsilon_high is None else self.epsilon_high
-        values.update(self.objective_params or {})
-        return make_token_params(self.objective, values)
+        """The objective's parameters object (defaults < eta/div < epsilon/epsilon_high < ``objective_params``)."""
+        high = self.epsilon if self.epsilon_high is None else self.epsilon_high
+        return _parameters(self.objective, self.eta, self.div, self.objective_params, self.epsilon, high)
+
+
+def _settings(args: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """ladsim's settings for a trainer built with ``args`` and the trainer keywords ``given`` (``None``: not given).
+
+    A :class:`LadsimGRPOConfig` carries them: a keyword must then agree with the config's field (``ValueError``
+    naming it otherwise). A plain ``GRPOConfig`` or ``None``: :data:`DEFAULTS` < the keywords.
+    """
+    given = {name: value for name, value in given.items() if value is not None}
+    if isinstance(args, LadsimGRPOConfig):
+        for name, value in given.items():
+            have = getattr(args, name)
+            same = _as_dict(value) == _as_dict(have) if name == "objective_params" else value == have
+            if not same:
+                raise ValueError(f"{name}={value!r} contradicts args.{name}={have!r}: a LadsimGRPOConfig carries "
+                                 f"ladsim's settings; set {name} there, or pass a plain GRPOConfig with keywords")
+        return {name: getattr(args, name) for name in DEFAULTS}
+    if args is not None and not isinstance(args, GRPOConfig):
+        raise TypeError(f"args must be a GRPOConfig, a LadsimGRPOConfig or None, got {type(args).__name__}")
+    return {**DEFAULTS, **given}
 
 
 class LadsimGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` whose loss is ladsim's objective (module docstring); ``args`` a :class:`LadsimGRPOConfig`."""
+    """``GRPOTrainer`` whose loss is ladsim's objective (module docstring): a drop-in replacement.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, LadsimGRPOConfig):
-            raise TypeError(f"args must be a LadsimGRPOConfig, got {type(self.args).__name__}")
+    Takes ``GRPOTrainer``'s arguments unchanged (``args``: a ``GRPOConfig``, a :class:`LadsimGRPOConfig`, or
+    ``None`` for TRL's default config) and ladsim's settings as keywords, each defaulting to :data:`DEFAULTS`:
+    ``objective`` (``"lad"``, practical LAD), ``eta`` (1.0), ``div`` (``"js"``), ``objective_params`` (a dict
+    or JSON string of the objective's other parameters). With a :class:`LadsimGRPOConfig` the settings are the
+    config's, and a keyword that contradicts it raises ``ValueError``. The settings are checked before TRL loads
+    the model; the resolved ones are ``self.ladsim_objective`` and ``self.ladsim_params``.
+    """
+
+    def __init__(self, model: Any, reward_funcs: Any = None, args: GRPOConfig | None = None, *rest: Any,
+                 objective: str | None = None, eta: float | None = None, div: str | None = None,
+                 objective_params: Mapping[str, Any] | str | None = None, **kwargs: Any) -> None:
+        settings = _settings(args, {"objective": objective, "eta": eta, "div": div,
+                                    "objective_params": objective_params})
+        _parameters(**settings)  # unknown objective or parameter: ValueError before TRL loads the model
+        super().__init__(model, reward_funcs, args, *rest, **kwargs)
         a = self.args
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type {self.loss_type!r} is a loss of its own; with a ladsim objective choose "
@@ -112,8 +175,8 @@ class LadsimGRPOTrainer(GRPOTrainer):
         for name, on in refused.items():
             if on:
                 raise ValueError(f"{name} is not supported by LadsimGRPOTrainer (TRL's GRPO-specific option)")
-        self.ladsim_objective = a.objective
-        self.ladsim_params = a.objective_parameters()
+        self.ladsim_objective = settings["objective"]
+        self.ladsim_params = _parameters(**settings, eps_low=self.epsilon_low, eps_high=self.epsilon_high)
         self.ladsim_ratio = "sequence-mean" if self.importance_sampling_level == "sequence" else "token"
 
     def _aggregation(self, inputs: dict[str, Any], batch_size: int, train: bool) -> dict[str, Any]:
