@@ -24,6 +24,10 @@ the objective's parameters in verl's own config::
     actor_rollout_ref.actor.policy_loss.loss_mode=ladsim-lad
     +actor_rollout_ref.actor.policy_loss.params='{eta: 0.5, div: js}'
 
+For LAD the first line alone suffices with :class:`LADPolicyLossConfig` (its ``loss_mode`` is ``ladsim-lad``)::
+
+    actor_rollout_ref.actor.policy_loss._target_=ladsim.integrations.verl.LADPolicyLossConfig
+
 Parameters are resolved per call, later sources winning: the objective's defaults; the values verl's own
 losses read from the actor config, under ladsim's names (:func:`_verl_defaults`: ``ladsim-grpo`` clips like verl's
 ``vanilla``, ``ladsim-kl-cov`` reads ``kl_cov_ratio`` like ``kl_cov``); the keyword arguments given to
@@ -79,6 +83,28 @@ class PolicyLossConfig(VerlPolicyLossConfig):
             raise ValueError(f"policy_loss.ratio must be one of {', '.join(RATIOS)}, got {self.ratio!r}")
         if str(self.loss_mode).startswith(PREFIX):
             make_token_params(_objective_of(self.loss_mode), dict(self.params))
+
+
+@dataclass
+class LADPolicyLossConfig(PolicyLossConfig):
+    """:class:`PolicyLossConfig` whose loss is ``ladsim-lad``: the one-line switch of a verl run to LAD.
+
+    ``actor_rollout_ref.actor.policy_loss._target_=ladsim.integrations.verl.LADPolicyLossConfig`` is the whole
+    change: verl's yaml passes its default ``loss_mode`` (``vanilla``), which this target turns into
+    ``ladsim-lad`` (practical LAD; ``eta = 1``, JS unless ``params`` says otherwise). ``params`` and ``ratio`` work
+    as in :class:`PolicyLossConfig`; any other ``loss_mode`` contradicts the target: ``ValueError``.
+    """
+
+    loss_mode: str = PREFIX + "lad"
+
+    def __post_init__(self) -> None:
+        if self.loss_mode == "vanilla":  # verl's default, which its yaml always sets: the target decides
+            object.__setattr__(self, "loss_mode", PREFIX + "lad")  # verl's BaseConfig freezes set fields
+        elif self.loss_mode != PREFIX + "lad":
+            raise ValueError(f"policy_loss.loss_mode={self.loss_mode!r} contradicts policy_loss._target_="
+                             f"{__name__}.LADPolicyLossConfig, which computes {PREFIX}lad; for another loss set "
+                             f"_target_={__name__}.PolicyLossConfig")
+        super().__post_init__()
 
 
 def _objective_of(loss_mode: str) -> str:

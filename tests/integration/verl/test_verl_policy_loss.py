@@ -255,3 +255,52 @@ def test_objectives_verl_cannot_run_are_refused_with_the_reason(objective, match
         make_policy_loss(objective)
     with pytest.raises(Exception, match="unknown ladsim loss_mode"):
         actor_config(f"ladsim-{objective}", "token-mean")
+
+
+# --- the one-line switch: LADPolicyLossConfig as the policy loss's _target_ ------------------------------------
+
+ONE_LINE = "actor_rollout_ref.actor.policy_loss._target_=ladsim.integrations.verl.LADPolicyLossConfig"
+
+
+def composed_actor(*overrides: str):
+    """verl's actor config from its yaml with only ``overrides`` (and this suite's batch sizes): no loss_mode."""
+    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=[
+            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={MICRO}", "actor_rollout_ref.rollout.n=4",
+            *overrides])
+    return cfg, omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_one_line_of_config_switches_verl_to_practical_lad(mode):
+    """The documented one-line change alone gives ladsim-lad with its defaults (eta 1, JS) through verl's ppo_loss;
+    ladsim's reference here spells eta and div out, so a change of the defaults fails it."""
+    raw, config = composed_actor(ONE_LINE, f"actor_rollout_ref.actor.loss_agg_mode={mode}")
+    assert raw.actor_rollout_ref.actor.policy_loss.loss_mode == "vanilla"  # what verl's yaml passes
+    assert type(config.policy_loss).__name__ == "LADPolicyLossConfig"
+    assert config.policy_loss.loss_mode == "ladsim-lad" and config.policy_loss.get("loss_mode") == "ladsim-lad"
+    bt = make_batch(seed=7)
+    loss, grad, _ = run_ppo_loss(config, bt, with_weights=True)
+    lp = bt["lp"].clone().requires_grad_()
+    terms = lad_token_terms(lp, bt["old"], bt["adv"], bt["mask"], eta=1.0, div="js") * bt["weights"]
+    ref = agg_loss(terms, bt["mask"], mode, empty_rows="include")
+    torch.testing.assert_close(loss, ref.detach(), **TOL)
+    torch.testing.assert_close(grad, torch.autograd.grad(ref, lp)[0], **TOL)
+    vanilla, _, _ = run_ppo_loss(composed_actor(f"actor_rollout_ref.actor.loss_agg_mode={mode}")[1], bt, True)
+    assert not torch.allclose(loss, vanilla, rtol=1e-2)  # without the line: verl's vanilla, another loss
+
+
+def test_the_one_line_target_takes_params_and_refuses_another_loss_mode():
+    _, config = composed_actor(ONE_LINE, "+actor_rollout_ref.actor.policy_loss.params={eta: 0.5, div: hd}")
+    bt = make_batch(seed=8)
+    loss, grad, _ = run_ppo_loss(config, bt)
+    ref_loss, ref_grad = ladsim_reference(bt, "token-mean")  # LAD_PARAMS: eta 0.5, hd
+    torch.testing.assert_close(loss, ref_loss, **TOL)
+    torch.testing.assert_close(grad, ref_grad, **TOL)
+    assert composed_actor(ONE_LINE, "actor_rollout_ref.actor.policy_loss.loss_mode=ladsim-lad")[1].policy_loss \
+        .loss_mode == "ladsim-lad"
+    with pytest.raises(Exception, match="loss_mode='ladsim-grpo' contradicts policy_loss._target_"):
+        composed_actor(ONE_LINE, "actor_rollout_ref.actor.policy_loss.loss_mode=ladsim-grpo")
+    with pytest.raises(Exception, match="unknown parameter lad.beta"):
+        composed_actor(ONE_LINE, "+actor_rollout_ref.actor.policy_loss.params={beta: 2.0}")
