@@ -65,7 +65,12 @@ DEFAULTS: dict[str, Any] = {"objective": "lad", "eta": 1.0, "div": "js", "object
 
 def _as_dict(objective_params: Mapping[str, Any] | str | None) -> dict[str, Any]:
     """``objective_params`` (``None``, a mapping, or a JSON object string from a command line) as a dict."""
-    value = json.loads(objective_params) if isinstance(objective_params, str) else objective_params
+    value = objective_params
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"objective_params is not valid JSON ({e}): {objective_params!r}") from None
     if value is None:
         return {}
     if not isinstance(value, Mapping):

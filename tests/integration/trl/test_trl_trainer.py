@@ -288,6 +288,7 @@ def test_a_ladsim_config_with_agreeing_keywords_is_accepted(tmp_path):
     ({"eta": 0.5, "objective_params": {"eta": 0.3}}, ValueError, r"eta=0.5 contradicts objective_params\['eta'\]"),
     ({"objective": "flowrl"}, ValueError, "learned log Z"),
     ({"objective_params": [0.2]}, TypeError, "objective_params must be a dict"),
+    ({"objective_params": "{ratio: 0.2}"}, ValueError, "objective_params is not valid JSON"),
 ])
 def test_bad_keywords_are_refused_before_trl_loads_the_model(tmp_path, settings, error, match):
     """``model=object()``: had TRL been reached first, it would have failed on the model instead."""
