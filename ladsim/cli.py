@@ -67,8 +67,10 @@ def _root(show_version: bool = typer.Option(False, "--version", callback=_versio
 
 def _register_run() -> None:
     from ladsim.bandit import commands
+    from ladsim.tree import commands as tree_commands
 
     run_app.command("bandit")(commands.run_bandit)
+    run_app.command("tree")(tree_commands.run_tree)
 
 
 def _register_bench() -> None:

@@ -562,6 +562,118 @@ def plot_objectives_figure(data, *, title: str = "", caption: str = "",
     return fig
 
 
+# --- the token tree (``ladsim.tree``): responses instead of arms -------------------------------------------
+
+def rank_by_target(target: np.ndarray) -> np.ndarray:
+    """The responses in decreasing order of the target's probability (ties: in the tree's order)."""
+    return np.argsort(-target, kind="stable")
+
+
+def draw_ranked(ax, target: np.ndarray, policies: Mapping[str, np.ndarray], correct: np.ndarray,
+                spread: Mapping[str, np.ndarray] | None = None, labels: Sequence[str] | None = None) -> None:
+    """Probabilities of every response, ranked by the target ``P_A`` (x: rank, log-scaled beyond 50
+    responses; y: probability, log-scaled): the target as a black step line, each objective's mean policy over
+    seeds as a line (with its 95% band over seeds where given), the correct responses as ticks on top (with
+    their tokens where ``labels`` is given and they are few). Readable from 10 to 10^5 responses: lines, not
+    bars, and one polygon per band."""
+    order = rank_by_target(target)
+    x = np.arange(1, len(target) + 1)
+    floor = max(min(target.min(), *(p[p > 0].min() if (p > 0).any() else 1.0 for p in policies.values())), 1e-12)
+    ax.step(x, target[order], where="mid", color=OBJECTIVE_COLORS["target"], lw=1.4, label="target P_A")
+    for name, probs in policies.items():
+        line = np.maximum(probs[order], floor)
+        ax.plot(x, line, color=objective_color(name), lw=1.1, label=objective_label(name),
+                ls=OBJECTIVE_LINESTYLES.get(name, "-"), marker="o" if len(x) <= 60 else None, ms=2.5)
+        if spread is not None and name in spread:
+            lo, hi = (np.maximum(b[order], floor) for b in spread[name])
+            ax.fill_between(x, lo, hi, color=objective_color(name), alpha=0.18, lw=0, step=None)
+    ranks = x[np.isin(order, np.flatnonzero(correct))]
+    ax.set_yscale("log")
+    if len(x) > 50:
+        ax.set_xscale("log")
+    top = ax.get_ylim()[1]
+    ax.plot(ranks, np.full(ranks.shape, top), ls="none", marker="v", color="#2a9d8f", ms=5, clip_on=False,
+            label="correct response")
+    if labels is not None and len(ranks) <= 8:
+        for rank, index in zip(ranks, order[ranks - 1]):
+            ax.annotate(labels[index], (rank, top), xytext=(0, 6), textcoords="offset points", ha="center",
+                        fontsize=7, color="#2a9d8f")
+    ax.set_xlabel("response, ranked by the target's probability")
+    ax.set_ylabel("probability")
+
+
+def mass_by_length(probs: np.ndarray, lengths: np.ndarray, correct: np.ndarray, L: int) -> np.ndarray:
+    """``(2, L)``: the mass of correct (row 0) and incorrect (row 1) responses of each length ``1..L``."""
+    out = np.zeros((2, L))
+    np.add.at(out[0], lengths[correct] - 1, probs[correct])
+    np.add.at(out[1], lengths[~correct] - 1, probs[~correct])
+    return out
+
+
+def draw_length_mass(ax, target: np.ndarray, policies: Mapping[str, np.ndarray], lengths: np.ndarray,
+                     correct: np.ndarray) -> None:
+    """Grouped bars per response length: for the target and each objective, the mass on correct (solid) and
+    incorrect (light, stacked above) responses of that length."""
+    L = int(lengths.max())
+    series = {"target": target, **policies}
+    width = 0.8 / len(series)
+    for i, (name, probs) in enumerate(series.items()):
+        m = mass_by_length(probs, lengths, correct, L)
+        x = np.arange(1, L + 1) - 0.4 + (i + 0.5) * width
+        color = OBJECTIVE_COLORS["target"] if name == "target" else objective_color(name)
+        ax.bar(x, m[0], width, color=color, label=None)
+        ax.bar(x, m[1], width, bottom=m[0], color=color, alpha=0.3)
+    ax.set_xticks(np.arange(1, L + 1))
+    ax.set_xlabel("response length |y| (tokens, EOS included)")
+    ax.set_ylabel("mass (solid: correct, light: incorrect)")
+
+
+def draw_curves(ax, curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                ls: str = "-", label_suffix: str = "") -> None:
+    """Learning curves: objective -> ``(steps, mean, lo, hi)``, a line and its band."""
+    for name, (steps, mean, lo, hi) in curves.items():
+        ax.plot(steps, mean, color=objective_color(name), ls=ls, lw=1.2,
+                label=objective_label(name) + label_suffix)
+        ax.fill_between(steps, lo, hi, color=objective_color(name), alpha=0.15, lw=0)
+
+
+def plot_tree_run(target: np.ndarray, policies: Mapping[str, np.ndarray], lengths: np.ndarray,
+                  correct: np.ndarray, curves: Mapping[str, Mapping[str, tuple]], *, labels: Sequence[str],
+                  spread: Mapping[str, np.ndarray] | None = None, title: str = ""):
+    """A token-tree run directory's figure: top, the response distribution against ``P_A`` (ranked) and the
+    mass by length split into correct and incorrect; bottom, the learning curves (JS to ``P_A``; expected
+    length of correct and of incorrect responses).
+
+    Args:
+        target: ``(R,)`` the target. policies: objective -> ``(R,)`` mean final policy over seeds.
+        lengths: ``(R,)`` response lengths. correct: ``(R,)`` bool.
+        curves: metric -> objective -> ``(steps, mean, lo, hi)`` for ``js_to_target``, ``length_correct``,
+            ``length_incorrect``. labels: ``(R,)`` each response's tokens. spread: objective -> ``(2, R)``.
+    """
+    with _style():
+        fig, axes = _figure(2, 2, figsize=(11.5, 7.2), gridspec_kw={"width_ratios": [1.6, 1]})
+        draw_ranked(axes[0, 0], target, policies, correct, spread, labels)
+        axes[0, 0].set_title(f"{len(target):,} responses against the target P_A")
+        axes[0, 0].legend(fontsize=7.5, loc="lower left")
+        draw_length_mass(axes[0, 1], target, policies, lengths, correct)
+        axes[0, 1].set_title("final mass by length (target first)")
+        draw_curves(axes[1, 0], curves["js_to_target"])
+        axes[1, 0].set_yscale("log")
+        axes[1, 0].set_xlabel("step")
+        axes[1, 0].set_ylabel("JS to P_A (nats)")
+        axes[1, 0].set_title("distance to the target over training")
+        draw_curves(axes[1, 1], curves["length_correct"], "-", ": correct")
+        draw_curves(axes[1, 1], curves["length_incorrect"], "--", ": incorrect")
+        axes[1, 1].set_xlabel("step")
+        axes[1, 1].set_ylabel("expected length (tokens)")
+        axes[1, 1].set_title("length of correct (solid) and incorrect (dashed) responses")
+        axes[1, 1].legend(fontsize=7, ncol=1)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "distribution": plot_distribution_figure,
     "landscape": plot_landscape_figure,

@@ -38,9 +38,12 @@ def test_help_and_version_import_nothing_heavy():
 
 
 def test_a_command_imports_only_its_own_command_modules():
-    # `ladsim run ...` needs no study, theory or LLM code; the full app (`ladsim.cli.app`) still has every command
-    _, loaded = _modules_after(["run", "--help"], ("ladsim.studies", "ladsim.theory", "ladsim.llm", "ladsim.bandit"))
-    assert loaded and all(m.startswith("ladsim.bandit") for m in loaded), loaded
+    # `ladsim run ...` needs no study, theory or trainer-adapter code (the tree trains with the LLM path's token
+    # losses, ladsim.llm); the full app (`ladsim.cli.app`) still has every command
+    _, loaded = _modules_after(["run", "--help"], ("ladsim.studies", "ladsim.theory", "ladsim.llm", "ladsim.bandit",
+                                                   "ladsim.tree", "ladsim.integrations"))
+    assert loaded and all(m.startswith(("ladsim.bandit", "ladsim.tree", "ladsim.llm")) for m in loaded), loaded
+    assert any(m.startswith("ladsim.bandit") for m in loaded) and not any("integrations" in m for m in loaded)
 
 
 def test_instant_help_lists_every_command_with_its_own_help():

@@ -33,16 +33,18 @@ SHORT_NAMES = {"js_to_target": "JS to target", "tv_to_target": "TV to target", "
                "entropy": "entropy", "expected_reward": "reward", "mode_coverage": "modes kept"}
 
 
-def summary_table(summary: dict, title: str) -> Table:
-    """Objectives x summary metrics, each cell ``mean`` or ``mean ±half-width`` of the 95% interval."""
+def summary_table(summary: dict, title: str, metrics: tuple[str, ...] = SUMMARY_METRICS,
+                  names: dict[str, str] = SHORT_NAMES) -> Table:
+    """Objectives x summary ``metrics`` (headed by ``names``), each cell ``mean`` or ``mean ±half-width`` of the
+    95% interval."""
     table = Table(title=title)
     table.add_column("objective")
-    for metric in SUMMARY_METRICS:
-        table.add_column(SHORT_NAMES[metric], justify="right")
-    for objective, metrics in summary["objectives"].items():
+    for metric in metrics:
+        table.add_column(names.get(metric, metric), justify="right")
+    for objective, values in summary["objectives"].items():
         cells = []
-        for metric in SUMMARY_METRICS:
-            m = metrics[metric]
+        for metric in metrics:
+            m = values[metric]
             half = (m["hi"] - m["lo"]) / 2
             cells.append(f"{m['mean']:.3g}" + (f" ±{half:.1g}" if half > 1e-12 * max(1.0, abs(m["mean"])) else ""))
         table.add_row(objective, *cells)

@@ -42,7 +42,7 @@ def _init_log_z(params: FlowRLParams, batch_shape: tuple[int, ...], dtype: torch
 
 
 @register_objective(
-    "flowrl", FlowRLParams, init_state=_init_log_z, needs=("logp_ref",),
+    "flowrl", FlowRLParams, init_state=_init_log_z, needs=("logp_ref",), unit="response",
     formula="l = w (log Z + logp/|y| - beta rhat - logp_ref/|y|)^2,  w = clip(r, 1-eps_low, 1+eps_high) detached",
     reference="Zhu et al. 2025, FlowRL: Matching Reward Distributions for LLM Reasoning, arXiv:2509.15207",
     summary="trajectory balance to pi_ref exp(beta rhat)/Z with a learned log Z")

@@ -158,6 +158,9 @@ class Objective:
         exact_grad: ``(batch, params, state) -> (dL/dlogp (..., n), {name: dL/dstate (...)})``, the gradient of
             the ``pi_old``-weighted sum of the terms on an exact batch without a mask, optional (module
             docstring).
+        unit: what one term is about where responses have several tokens (``ladsim.tree``): ``"token"`` (the
+            default: a term per token, as verl's policy losses) or ``"response"`` (one term per whole response,
+            its entry's log-probabilities ``log pi(y) / |y|``: FlowRL's trajectory balance).
     """
 
     name: str
@@ -173,6 +176,7 @@ class Objective:
     exact_loss: FullLoss | None = None
     grad: Grad | None = None
     exact_grad: Grad | None = None
+    unit: str = "token"
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The parameters with ``overrides`` applied (strings are parsed by field type, e.g. from ``--set``)."""
@@ -188,19 +192,23 @@ class Objective:
 
 
 OBJECTIVES: dict[str, Objective] = {}
+UNITS = ("token", "response")
 
 
 def register_objective(name: str, params: type, *, formula: str, reference: str, summary: str = "",
                        init_state: InitState | None = None, full_support: bool = False,
                        needs: tuple[str, ...] = (), exact_loss: FullLoss | None = None,
-                       replace: bool = False, grad: Grad | None = None) -> Callable[[Callable], Callable]:
+                       replace: bool = False, grad: Grad | None = None,
+                       unit: str = "token") -> Callable[[Callable], Callable]:
     """Decorator registering ``fn`` under ``name``: per-action terms, or the full loss if ``full_support``.
 
     ``params`` must be a frozen dataclass whose fields all have defaults; ``needs`` names the optional
     :class:`Batch` fields the objective reads; ``grad`` is the optional hand gradient (module docstring; or
-    add it later with :func:`register_gradient`). Registering an existing name raises ``ValueError`` unless
-    ``replace=True``.
+    add it later with :func:`register_gradient`); ``unit`` is ``"token"`` or ``"response"`` (``Objective.unit``).
+    Registering an existing name raises ``ValueError`` unless ``replace=True``.
     """
+    if unit not in UNITS:
+        raise ValueError(f"unit of objective {name!r} must be one of {', '.join(UNITS)}, got {unit!r}")
     optional = {"weights", "mask", "logp_ref", "entropy", "generator"}
     if not set(needs) <= optional:
         raise ValueError(f"needs of objective {name!r} must be among {sorted(optional)}, got {list(needs)}")
@@ -222,7 +230,7 @@ def register_objective(name: str, params: type, *, formula: str, reference: str,
             name=name, params=params, terms=None if full_support else fn, loss=fn if full_support else None,
             formula=formula, reference=reference, summary=summary or (fn.__doc__ or "").strip().split("\n")[0],
             init_state=init_state, full_support=full_support, needs=frozenset(needs), exact_loss=exact_loss,
-            grad=grad)
+            grad=grad, unit=unit)
         return fn
 
     return decorate
@@ -338,8 +346,10 @@ def layered_params(objective: str | Objective, shared: Mapping[str, Any],
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, str]]:
     """``["flowrl.beta=10", "grpo.eps_low=0.2"]`` -> ``{"flowrl": {"beta": "10"}, "grpo": {"eps_low": "0.2"}}``.
 
-    Names are checked against the registry and the objective's parameters (``ValueError`` otherwise); values
-    stay strings until :func:`make_params` parses them by type.
+    Names are checked against the registry and the objective's parameters, a parameter given twice is refused
+    (which value would be meant?), and each objective's values are validated together once every assignment is
+    in (``--set clip-cov.lb=6 --set clip-cov.ub=10`` is valid although ``lb=6`` alone is not); ``ValueError``
+    otherwise. Values stay strings until :func:`make_params` parses them by type.
     """
     out: dict[str, dict[str, str]] = {}
     for item in items:
@@ -348,8 +358,12 @@ def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, dict[str,
         if not sep or not dot or not name or not param:
             raise ValueError(f"--set expects OBJECTIVE.PARAM=VALUE (e.g. flowrl.beta=10), got {item!r}")
         obj = get_objective(name)
+        if param in out.get(obj.name, {}):
+            raise ValueError(f"--set {obj.name}.{param} is given twice ({out[obj.name][param]!r} and {value!r}); "
+                             f"give it once")
         out.setdefault(obj.name, {})[param] = value
-        make_params(obj, out[obj.name])  # validate now: name, type and range
+    for name, values in out.items():
+        make_params(name, values)  # names, types and ranges, on the values all together
     return out
 
 

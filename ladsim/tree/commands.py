@@ -1,0 +1,100 @@
+"""CLI commands of the token tree: ``ladsim run tree`` and ``ladsim bench tree``. Parse, delegate, report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ladsim.bandit.commands import console, progress_bar, summary_table
+from ladsim.divergences import DIVERGENCES
+from ladsim.llm.objective_loss import RATIOS
+from ladsim.llm.token_loss import AGG_MODES
+from ladsim.tree.config import MODES, OBJECTIVES, OPTIMIZERS
+from ladsim.tree.rewards import DEFAULT_ANSWERS
+
+TABLE_METRICS = ("js_to_target", "correct_mass", "mode_coverage", "entropy", "mean_length", "length_correct",
+                 "length_incorrect")
+TABLE_NAMES = {"js_to_target": "JS to P_A", "correct_mass": "correct mass", "mode_coverage": "modes kept",
+               "entropy": "entropy", "mean_length": "E|y|", "length_correct": "E|y| correct",
+               "length_incorrect": "E|y| wrong"}
+
+
+def run_tree(
+    vocab: int = typer.Option(4, help="Vocabulary size V (token 0 is the EOS)."),
+    length: int = typer.Option(5, help="Maximum response length L in tokens, EOS included."),
+    reward: str = typer.Option(DEFAULT_ANSWERS, help="'answers:BODY,BODY,...[;partial=P][;length=C]' (bodies are "
+                               "tokens, e.g. 213 or 2.1.3; truncated responses score 0), or a .npy/.csv file "
+                               "with one reward per response."),
+    objective: List[str] = typer.Option(list(OBJECTIVES), "--objective", "-o",
+                                        help="Objective to train (repeatable); `ladsim objectives` lists them."),
+    set_: List[str] = typer.Option([], "--set", metavar="OBJ.PARAM=VALUE",
+                                   help="Set an objective's parameter (repeatable), e.g. --set flowrl.beta=5."),
+    agg: str = typer.Option("token-mean", help=f"verl's loss_agg_mode: {', '.join(AGG_MODES)} (exact mode: its "
+                                               "large-batch limit)."),
+    ratio: str = typer.Option("token", help=f"Importance ratio per token: {', '.join(RATIOS)} (sequence-mean = "
+                                            "GSPO's length-normalized ratio)."),
+    kl: Optional[str] = typer.Option(None, help="Add a per-token KL penalty to pi_0 with this estimator: k1, k2, "
+                                                "k3, k3+."),
+    kl_beta: float = typer.Option(0.001, help="Coefficient beta of the KL penalty."),
+    entropy_coef: float = typer.Option(0.0, help="Per-token entropy bonus coefficient (0 = none)."),
+    eta: float = typer.Option(0.2, help="Temperature eta > 0 of the target pi_old exp(A/eta)."),
+    div: str = typer.Option("js", help=f"f-divergence of LAD: {', '.join(DIVERGENCES)}."),
+    steps: int = typer.Option(2000, help="Optimizer steps."),
+    lr: float = typer.Option(5e-3, help="Learning rate."),
+    optimizer: str = typer.Option("adam", help=f"Optimizer: {', '.join(OPTIMIZERS)}."),
+    mode: str = typer.Option("exact", help=f"Expectations: {', '.join(MODES)} (exact = over every response)."),
+    group_size: int = typer.Option(16, help="Responses sampled per seed and batch in sampled mode (G >= 2)."),
+    advantage_scale: str = typer.Option("std", help="Sampled-mode advantages: 'std' (GRPO) or 'none' (Dr.GRPO)."),
+    refresh_every: int = typer.Option(0, help="Set pi_old to the policy every K steps (0 = frozen, 1 = on-policy)."),
+    epochs: int = typer.Option(1, help="Optimizer steps per sampled batch (inner epochs)."),
+    init_std: float = typer.Option(0.0, help="Std of Gaussian noise added to the initial logits."),
+    clip: Optional[float] = typer.Option(None, help="PPO clip epsilon of every objective that clips (default off)."),
+    seeds: int = typer.Option(8, help="Seeds, trained together as one batch."),
+    seed: int = typer.Option(0, help="Random seed of the run."),
+    log_every: int = typer.Option(50, help="Log metrics every this many steps."),
+    dtype: str = typer.Option("float64", help="float64 (exact numbers) or float32."),
+    device: str = typer.Option("cpu", help="Where to train: cpu or cuda (cuda:K)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default 1)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/tree-V<V>-L<L>-<time>)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out (only a directory ladsim wrote)."),
+) -> None:
+    """Train objectives on a token tree (responses of up to L tokens, every one enumerated) with the LLM
+    path's token losses, and write a run directory.
+
+    The defaults: V = 4 tokens, L = 5 (364 responses), the answers 12, 213 and 3111, GRPO and practical LAD
+    with verl's token-mean aggregation and per-token ratios, pi_old frozen at the uniform policy, exact
+    expectations, 2000 Adam steps at lr 5e-3, eta = 0.2.
+    """
+    from ladsim.bandit.trainer import resolve_device
+    from ladsim.objectives import parse_assignments
+    from ladsim.tree.config import TreeConfig
+    from ladsim.tree.run import run_tree as run
+
+    config = TreeConfig(
+        vocab=vocab, length=length, reward=reward, objectives=tuple(objective), agg=agg, ratio=ratio, div=div,
+        eta=eta, steps=steps, lr=lr, optimizer=optimizer, mode=mode, group_size=group_size,
+        advantage_scale=advantage_scale, refresh_every=refresh_every, epochs=epochs, init_std=init_std, clip=clip,
+        seeds=seeds, seed=seed, log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl,
+        kl_beta=kl_beta, entropy_coef=entropy_coef, device=device)
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    resolve_device(config.device)
+    unused = sorted(set(config.params) - set(config.objectives))
+    if unused:
+        raise ValueError(f"--set names {', '.join(unused)}, which is not among the objectives trained "
+                         f"({', '.join(config.objectives)}); add it with -o")
+    start = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task(f"training {', '.join(config.objectives)}", total=config.steps * len(config.objectives))
+        out, summary, _ = run(config, out, overwrite=overwrite, on_steps=lambda n: bar.advance(task, n),
+                              threads=threads)
+    tree = config.tree()
+    console.print(summary_table(summary, f"final step {config.steps}, {tree.n_responses:,} responses: mean "
+                                         f"±half-width of the 95% bootstrap interval over {seeds} seeds",
+                                TABLE_METRICS, TABLE_NAMES))
+    console.print(f"wrote {out}/ (config.json, metrics.csv, final_policy.csv, summary.json) in "
+                  f"{time.perf_counter() - start:.1f} s", soft_wrap=True)
+    console.print(f"figure: {out / 'distribution.png'}", soft_wrap=True)
