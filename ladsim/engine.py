@@ -2,9 +2,10 @@
 
 A world (the token tree, ``ladsim.tree``; the many-prompt world) says what a response is and how the policy is
 parameterized; the engine does the rest. Its policy is a stack of softmax rows ``logp = log_softmax(logits)``
-(the world chooses the layout; the tree stores ``(S, V, M)``, each node's softmax over the middle axis), with ``S`` seeds as the leading tensor axis (each seed with its own random stream), and an
-objective sees a :class:`ladsim.objectives.Batch` of *entries* (tokens, or whole responses) built from those
-rows. One optimizer step, top to bottom:
+(the world chooses the layout; the tree stores ``(S, V, M)``, each node's softmax over the middle axis), with
+``S`` seeds as the leading tensor axis (each seed with its own random stream), and an objective sees a
+:class:`ladsim.objectives.Batch` of *entries* (tokens, or whole responses) built from those rows. One
+optimizer step, top to bottom:
 
 1. every ``refresh_every`` steps: ``pi_old <- pi_theta`` (``World.behaviour``: what depends on ``pi_old`` alone,
    e.g. exact advantages ``A = R - E_{pi_old}[R]``);

@@ -13,7 +13,7 @@ from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.trainer import train_objective as train_bandit
 from ladsim.engine import entries_loss, rows_gradient
 from ladsim.llm.objective_loss import objective_token_loss
-from ladsim.objectives import get_objective, make_params
+from ladsim.objectives import get_objective
 from ladsim.streams import SeedStreams
 from ladsim.tree.config import TreeConfig
 from ladsim.tree.rewards import parse_tree_reward

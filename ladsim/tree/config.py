@@ -96,7 +96,8 @@ class TreeConfig:
         need(len(set(self.objectives)) == len(self.objectives), f"objectives repeat: {list(self.objectives)}")
         need(self.agg in AGG_MODES, f"unknown --agg {self.agg!r}; choose from: {', '.join(AGG_MODES)}")
         need(self.ratio in RATIOS, f"unknown --ratio {self.ratio!r}; choose from: {', '.join(RATIOS)}")
-        need(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from: {', '.join(OPTIMIZERS)}")
+        need(self.optimizer in OPTIMIZERS,
+             f"unknown optimizer {self.optimizer!r}; choose from: {', '.join(OPTIMIZERS)}")
         need(self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose from: {', '.join(DTYPES)}")
         need(self.mode in MODES, f"unknown mode {self.mode!r}; choose from: {', '.join(MODES)}")
         need(self.advantage_scale in SCALES,

@@ -5,8 +5,8 @@
   a partial credit for answering at all); a truncated response (``L`` tokens, no EOS) scores 0: it never
   answered. ``length=C`` subtracts ``C`` per token from every response (a length penalty). A body is written
   digit by digit (``213`` is the tokens 2, 1, 3) when ``V <= 10``; with larger vocabularies, or to be explicit,
-  separate tokens with ``.`` (``2.1.13``; a one-token answer ends with one: ``11.``). Every answer must be non-empty, use tokens ``1..V-1`` and have at
-  most ``L - 1`` tokens (the EOS needs the last place).
+  separate tokens with ``.`` (``2.1.13``; a one-token answer ends with one: ``11.``). Every answer must be
+  non-empty, use tokens ``1..V-1`` and have at most ``L - 1`` tokens (the EOS needs the last place).
 * a ``.npy`` file of ``R`` rewards, one per response in the tree's order (``ladsim.tree.structure``), or a
   ``.csv`` file with a ``response`` column (the tokens as space-separated integers with the EOS, as
   ``final_policy.csv`` writes them, e.g. ``2 1 3 0``) and a ``reward`` column, every response exactly once.
