@@ -40,6 +40,7 @@ lint: install
 
 bench: install
 	$(BIN)/ladsim bench bandit
+	$(BIN)/ladsim bench tree
 	$(BIN)/ladsim bench loss
 
 figures: install

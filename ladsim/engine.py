@@ -58,12 +58,15 @@ class Part:
             shape): the transpose of how ``batch.logp`` was gathered from the rows (fused engine only).
         row_mass: the summed ``weights`` of the entries that read each row's entropy, broadcastable against
             the rows (the entropy bonus's weight per row, fused engine), or ``None``.
+        scale: the factor of a full-support objective's reduced loss (``obj.loss``, one value per row of the
+            batch): ``1/P`` where a world averages ``P`` prompts' losses.
     """
 
     batch: Batch
     weights: Tensor | None
     adjoint: Callable[[Tensor], Tensor]
     row_mass: Tensor | None = None
+    scale: float = 1.0
 
 
 @dataclass
@@ -214,7 +217,7 @@ def entries_loss(obj: Objective, entries: Entries, params: Any, state: Mapping[s
     """
     part = entries.objective
     if obj.full_support:
-        loss = obj.loss(part.batch, params, state)
+        loss = part.scale * obj.loss(part.batch, params, state)
     else:
         loss = (part.weights * obj.terms(part.batch, params, state)).sum(-1)
     mods = entries.modifiers
@@ -254,7 +257,9 @@ def entry_gradient(obj: Objective, part: Part, params: Any, state: Mapping[str, 
     if obj.grad is not None:
         d_terms, d_state = obj.grad(batch, params, state)
         if obj.full_support:
-            return d_terms, d_state
+            if part.scale == 1.0:
+                return d_terms, d_state
+            return part.scale * d_terms, {k: part.scale * v for k, v in d_state.items()}
         return part.weights * d_terms, {k: (part.weights * v).sum(-1) for k, v in d_state.items()}
     with torch.enable_grad():
         leaf = batch.logp.detach().requires_grad_(True)
@@ -264,7 +269,7 @@ def entry_gradient(obj: Objective, part: Part, params: Any, state: Mapping[str, 
             changes["entropy"] = batch.entropy.detach()
         local = dataclasses.replace(batch, **changes)
         if obj.full_support:
-            loss = obj.loss(local, params, leaves)
+            loss = part.scale * obj.loss(local, params, leaves)
         else:
             loss = (part.weights * obj.terms(local, params, leaves)).sum(-1)
         grads = torch.autograd.grad(loss.sum(), [leaf, *leaves.values()], allow_unused=True)

@@ -167,6 +167,13 @@ METRIC_LABELS = {
     "tv_to_target": r"TV to $P_A$",
     "kl_to_target": r"KL to $P_A$ (nats)",
     "top_arm_mass": "mass on the top arm",
+    "top_response_mass": "mass on the top response",
+    "correct_mass": "mass on correct responses",
+    "node_entropy": "entropy per token (nats)",
+    "mean_length": "expected length (tokens)",
+    "length_correct": "expected length, correct (tokens)",
+    "length_incorrect": "expected length, incorrect (tokens)",
+    "truncation_rate": "truncated mass",
 }
 
 
@@ -180,6 +187,11 @@ METRIC_TITLES = {
     "entropy": "policy entropy (nats)",
     "mode_coverage": "modes kept (of the target's)",
     "effective_modes": "how evenly the modes share the mass",
+    "correct_mass": "mass on correct responses",
+    "node_entropy": "entropy per token, over the nodes visited",
+    "length_correct": "expected length of correct responses",
+    "length_incorrect": "expected length of incorrect responses",
+    "js_to_target": "JS divergence to P_A (nats)",
 }
 
 
@@ -570,23 +582,27 @@ def rank_by_target(target: np.ndarray) -> np.ndarray:
 
 
 def draw_ranked(ax, target: np.ndarray, policies: Mapping[str, np.ndarray], correct: np.ndarray,
-                spread: Mapping[str, np.ndarray] | None = None, labels: Sequence[str] | None = None) -> None:
+                spread: Mapping[str, np.ndarray] | None = None, labels: Sequence[str] | None = None,
+                colors: Mapping[str, str] | None = None) -> None:
     """Probabilities of every response, ranked by the target ``P_A`` (x: rank, log-scaled beyond 50
     responses; y: probability, log-scaled): the target as a black step line, each objective's mean policy over
     seeds as a line (with its 95% band over seeds where given), the correct responses as ticks on top (with
     their tokens where ``labels`` is given and they are few). Readable from 10 to 10^5 responses: lines, not
-    bars, and one polygon per band."""
+    bars, and one polygon per band. ``colors``: name -> colour for names that are not objectives (a study's
+    variants)."""
+    color = (lambda name: colors[name]) if colors else objective_color  # noqa: E731
+    label = (lambda name: name) if colors else objective_label  # noqa: E731
     order = rank_by_target(target)
     x = np.arange(1, len(target) + 1)
     floor = max(min(target.min(), *(p[p > 0].min() if (p > 0).any() else 1.0 for p in policies.values())), 1e-12)
     ax.step(x, target[order], where="mid", color=OBJECTIVE_COLORS["target"], lw=1.4, label="target P_A")
     for name, probs in policies.items():
         line = np.maximum(probs[order], floor)
-        ax.plot(x, line, color=objective_color(name), lw=1.1, label=objective_label(name),
-                ls=OBJECTIVE_LINESTYLES.get(name, "-"), marker="o" if len(x) <= 60 else None, ms=2.5)
+        ax.plot(x, line, color=color(name), lw=1.1, label=label(name), ls=OBJECTIVE_LINESTYLES.get(name, "-"),
+                marker="o" if len(x) <= 60 else None, ms=2.5)
         if spread is not None and name in spread:
             lo, hi = (np.maximum(b[order], floor) for b in spread[name])
-            ax.fill_between(x, lo, hi, color=objective_color(name), alpha=0.18, lw=0, step=None)
+            ax.fill_between(x, lo, hi, color=color(name), alpha=0.18, lw=0, step=None)
     ranks = x[np.isin(order, np.flatnonzero(correct))]
     ax.set_yscale("log")
     if len(x) > 50:
@@ -611,16 +627,16 @@ def mass_by_length(probs: np.ndarray, lengths: np.ndarray, correct: np.ndarray, 
 
 
 def draw_length_mass(ax, target: np.ndarray, policies: Mapping[str, np.ndarray], lengths: np.ndarray,
-                     correct: np.ndarray) -> None:
-    """Grouped bars per response length: for the target and each objective, the mass on correct (solid) and
-    incorrect (light, stacked above) responses of that length."""
+                     correct: np.ndarray, colors: Mapping[str, str] | None = None) -> None:
+    """Grouped bars per response length: for the target and each objective (or variant, coloured by
+    ``colors``), the mass on correct (solid) and incorrect (light, stacked above) responses of that length."""
     L = int(lengths.max())
     series = {"target": target, **policies}
     width = 0.8 / len(series)
     for i, (name, probs) in enumerate(series.items()):
         m = mass_by_length(probs, lengths, correct, L)
         x = np.arange(1, L + 1) - 0.4 + (i + 0.5) * width
-        color = OBJECTIVE_COLORS["target"] if name == "target" else objective_color(name)
+        color = OBJECTIVE_COLORS["target"] if name == "target" else (colors or {}).get(name, objective_color(name))
         ax.bar(x, m[0], width, color=color, label=None)
         ax.bar(x, m[1], width, bottom=m[0], color=color, alpha=0.3)
     ax.set_xticks(np.arange(1, L + 1))
@@ -674,6 +690,110 @@ def plot_tree_run(target: np.ndarray, policies: Mapping[str, np.ndarray], length
     return fig
 
 
+VARIANT_COLORS = ("#d1495b", "#00798c", "#edae49", "#3d5a80", "#8e6c8a", "#6a994e", "#f08a4b", "#30343f")
+
+
+def variant_colors(names: Sequence[str]) -> dict[str, str]:
+    """One colour per variant of a study, in order."""
+    return {name: VARIANT_COLORS[i % len(VARIANT_COLORS)] for i, name in enumerate(names)}
+
+
+def plot_tree_targets(data, *, title: str = "", caption: str = "", axis: str = "variant"):
+    """The token tree's response distributions against ``P_A``, one line per variant (a grid axis): ranked
+    responses (left) and the mass by length, correct and incorrect (right); the legend gives each variant's JS
+    to ``P_A`` (mean over seeds).
+
+    ``data["policy"]``: ``<axis>, objective, seed, response, length, probability, target, reward``;
+    ``data["summary"]``: ``<axis>, objective, metric, ...`` with ``js_to_target`` and ``correct_mass``.
+    """
+    policy, summary = data["policy"], data["summary"]
+    variants = list(dict.fromkeys(policy[axis]))
+    first = policy[(policy[axis] == variants[0]) & (policy["seed"] == policy["seed"].min())]
+    target, lengths = first["target"].to_numpy(), first["length"].to_numpy()
+    correct = first["reward"].to_numpy() >= 0.5 * (first["reward"].max() + first["reward"].min())
+    js = summary[summary["metric"] == "js_to_target"].set_index(axis)["mean"]
+    means = {f"{v} (JS {js[v]:.2g})": policy[policy[axis] == v].groupby("response", sort=False)["probability"]
+             .mean().reindex(first["response"]).to_numpy() for v in variants}
+    colors = variant_colors(list(means))
+    with _style():
+        fig, axes = _figure(1, 2, figsize=(12.5, 4.4), gridspec_kw={"width_ratios": [1.6, 1]})
+        draw_ranked(axes[0], target, means, correct, labels=first["response"].tolist(), colors=colors)
+        axes[0].set_title(f"{len(target)} responses against P_A (JS to P_A in nats, mean over seeds)")
+        axes[0].legend(fontsize=7.5, loc="lower left")
+        draw_length_mass(axes[1], target, means, lengths, correct, colors=colors)
+        axes[1].set_title("final mass by length (target first)")
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        _caption(fig, caption)
+    return fig
+
+
+def plot_tree_sweep(data, *, title: str = "", caption: str = "", x: str = "eta", lines: str = "L",
+                    rows: str | None = None, metrics: Sequence[str] = ("js_to_target", "correct_mass")):
+    """One panel per metric against the grid axis ``x`` (log scale), one line per value of the axis ``lines``,
+    one row of panels per value of the axis ``rows`` (if given): mean and 95% bootstrap interval over seeds
+    (``data["summary"]``)."""
+    summary = data["summary"]
+    groups = list(dict.fromkeys(summary[lines]))
+    row_values = list(dict.fromkeys(summary[rows])) if rows else [None]
+    colors = variant_colors([str(g) for g in groups])
+    with _style():
+        fig, axes = _figure(len(row_values), len(metrics), figsize=(5.2 * len(metrics), 3.6 * len(row_values)),
+                            squeeze=False)
+        for axes_row, value in zip(axes, row_values):
+            part = summary if value is None else summary[summary[rows] == value]
+            for ax, metric in zip(axes_row, metrics):
+                m = part[part["metric"] == metric]
+                for g in groups:
+                    line = m[m[lines] == g].sort_values(x)
+                    c = colors[str(g)]
+                    ax.fill_between(line[x], line["lo"], line["hi"], color=c, alpha=0.2, lw=0)
+                    ax.plot(line[x], line["mean"], color=c, marker="o", ms=3.5, lw=1.4, label=f"{lines} = {g}")
+                ax.set_xscale("log")
+                if metric.endswith("_to_target"):
+                    ax.set_yscale("log")
+                ax.set_xlabel(x)
+                ax.set_ylabel(metric_label(metric))
+                ax.set_title(metric_title(metric) + ("" if value is None else f"\n{rows}: {value}"), fontsize=10)
+        axes[0, 0].legend(fontsize=8)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        _caption(fig, caption)
+    return fig
+
+
+def plot_variant_curves(data, *, title: str = "", caption: str = "", axis: str = "variant",
+                        metrics: Sequence[str] = ("length_correct", "length_incorrect", "correct_mass")):
+    """One panel per metric over the optimizer steps, one line per value of the grid axis ``axis``: mean and
+    95% bootstrap interval over seeds (``data["curves"]``: ``<axis>, step, objective, metric, seeds, mean, lo,
+    hi``)."""
+    curves = data["curves"]
+    variants = list(dict.fromkeys(curves[axis]))
+    colors = variant_colors([str(v) for v in variants])
+    with _style():
+        fig, axes = _figure(1, len(metrics), figsize=(4.6 * len(metrics), 3.7), squeeze=False, layout="constrained")
+        for ax, metric in zip(axes[0], metrics):
+            m = curves[curves["metric"] == metric]
+            for v in variants:
+                rows = m[m[axis] == v].sort_values("step")
+                c = colors[str(v)]
+                ax.fill_between(rows["step"], rows["lo"], rows["hi"], color=c, alpha=0.2, lw=0)
+                ax.plot(rows["step"], rows["mean"], color=c, lw=1.4, label=str(v))
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel(metric_label(metric))
+            ax.set_title(metric_title(metric), fontsize=10)
+        seeds = int(curves["seeds"].min())
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8.5,
+                   title=f"mean and 95% bootstrap interval over {seeds} seeds", title_fontsize=8.5)
+        if title:
+            fig.suptitle(title)
+        _caption(fig, caption)
+    return fig
+
+
 FIGURES = {
     "distribution": plot_distribution_figure,
     "landscape": plot_landscape_figure,
@@ -681,4 +801,7 @@ FIGURES = {
     "divergence_ablation": plot_divergence_ablation,
     "regime_map": plot_regime_map,
     "objectives": plot_objectives_figure,
+    "tree_targets": plot_tree_targets,
+    "tree_sweep": plot_tree_sweep,
+    "variant_curves": plot_variant_curves,
 }

@@ -98,3 +98,45 @@ def run_tree(
     console.print(f"wrote {out}/ (config.json, metrics.csv, final_policy.csv, summary.json) in "
                   f"{time.perf_counter() - start:.1f} s", soft_wrap=True)
     console.print(f"figure: {out / 'distribution.png'}", soft_wrap=True)
+
+
+def bench_tree(
+    case: List[str] = typer.Option(["small", "large", "sampled"], "--case",
+                                   help="Cases to time (repeatable): small (V=4, L=5, 8 seeds, 2000 exact steps), "
+                                        "large (V=8, L=6, 2 seeds, 200 exact steps), sampled (V=4, L=5, G=16, "
+                                        "on-policy)."),
+    runs: int = typer.Option(3, help="Timed runs of the fused engine per case (the fastest is reported)."),
+    autograd: bool = typer.Option(True, help="Also time the autograd reference on each case."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON here."),
+) -> None:
+    """The token tree's fused engine against its autograd reference, each case in a fresh process."""
+    from rich.table import Table
+
+    from ladsim.io import check_out_file, write_json
+    from ladsim.tree.bench import bench_tree as measure
+
+    if runs < 1:
+        raise ValueError(f"--runs must be >= 1, got {runs}")
+    if json_path is not None:
+        check_out_file(json_path)
+    r = measure(tuple(case), runs=runs, autograd=autograd)
+    load = r["load_average"]
+    console.print(f"{r['date']}, {r['machine']}, {r['cpus']} CPUs" +
+                  (f", load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""))
+    table = Table(title="practical LAD on the token tree (token ratio, token-mean), seconds")
+    for column in ("case", "responses", "fused", "autograd", "ratio", "max diff", "peak MB", "target"):
+        table.add_column(column, justify="left" if column == "case" else "right", no_wrap=True)
+    for name, c in r["cases"].items():
+        auto = c.get("autograd_s")
+        table.add_row(name, f"{c['responses']:,}", f"{c['fused_s']:.3f}", "" if auto is None else f"{auto:.3f}",
+                      "" if auto is None else f"{c['autograd_over_fused']:.1f}x",
+                      "" if auto is None else f"{c['max_policy_diff']:.1e}", f"{c['peak_rss_mb']:.0f}",
+                      f"{c['target_s']:g}" if "target_s" in c else "")
+    console.print(table)
+    for name, c in r["cases"].items():
+        console.print(f"{name}: fused runs {' '.join(f'{t:.3f}' for t in c['fused_runs'])} s (the fastest above); "
+                      f"{c['tokens']:,} tokens per seed; memory estimate {c['estimated_memory_mb']:.0f} MB",
+                      soft_wrap=True)
+    if json_path is not None:
+        write_json(json_path, r)
+        console.print(f"wrote {json_path}")
