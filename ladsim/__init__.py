@@ -9,6 +9,8 @@ on softmax policies over N arms, with exact numbers. The public API, by floor:
   ``make_params``, ``objective_loss``, ``objective_terms``, ``KLPenalty``, ``EntropyBonus``;
 * the bandit: ``BanditConfig``, ``train`` (a ``TrainResult`` with tidy frames), ``run`` (train and write a run
   directory); the 3-armed landscape ``LandscapeConfig``, ``run_landscape``;
+* the token tree (responses of several tokens, WORLDS.md): ``TreeConfig``, ``train_tree`` (a ``TreeResult``),
+  ``run_tree``;
 * studies: ``load_study``, ``run_study``, ``run_studies``, ``draw_study``;
 * the theory checks: ``verify``.
 
@@ -42,6 +44,9 @@ _API = {
     "ladsim.bandit.trainer": ("train", "TrainResult"),
     "ladsim.bandit.run": ("run",),
     "ladsim.bandit.landscape": ("LandscapeConfig", "run_landscape"),
+    "ladsim.tree.config": ("TreeConfig",),
+    "ladsim.tree.trainer": ("train_tree", "TreeResult"),
+    "ladsim.tree.run": ("run_tree",),
     "ladsim.studies": ("load_study", "run_study", "run_studies", "draw_study"),
     "ladsim.theory": ("verify",),
 }

@@ -682,7 +682,7 @@ def plot_tree_run(target: np.ndarray, policies: Mapping[str, np.ndarray], length
         draw_curves(axes[1, 1], curves["length_incorrect"], "--", ": incorrect")
         axes[1, 1].set_xlabel("step")
         axes[1, 1].set_ylabel("expected length (tokens)")
-        axes[1, 1].set_title("length of correct (solid) and incorrect (dashed) responses")
+        axes[1, 1].set_title("length: correct (solid), incorrect (dashed)")
         axes[1, 1].legend(fontsize=7, ncol=1)
         if title:
             fig.suptitle(title)

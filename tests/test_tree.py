@@ -18,7 +18,7 @@ from ladsim.streams import SeedStreams
 from ladsim.tree.config import TreeConfig
 from ladsim.tree.rewards import parse_tree_reward
 from ladsim.tree.structure import TokenTree, TreeMaps, count_responses
-from ladsim.tree.trainer import make_world, train, train_objective
+from ladsim.tree.trainer import make_world, train_objective, train_tree
 from ladsim.tree.world import TreeWorld
 
 OBJECTIVES = ["grpo", "lad", "lad-theory", "entadv", "clip-cov", "kl-cov", "flowrl"]
@@ -231,8 +231,8 @@ def test_the_reference_test_fails_on_a_wrong_adjoint(ratio, monkeypatch):
 def test_a_tree_of_one_node_is_the_bandit(objective, mode, tmp_path):
     # V = N tokens, L = 1: one node, N one-token responses in the arms' order, the same random streams
     bandit = BanditConfig(arms=12, reward="mixture", steps=150, seeds=3, log_every=50, init_std=0.2, eta=0.3,
-                          mode=mode, group_size=6, refresh_every=2 if mode == "sampled" else 0,
-                          objectives=(objective,))
+                          mode=mode, group_size=6 if mode == "sampled" else 16,
+                          refresh_every=2 if mode == "sampled" else 0, objectives=(objective,))
     np.save(tmp_path / "r.npy", bandit.reward_spec().expected_rewards())
     tree = TreeConfig(vocab=12, length=1, reward=str(tmp_path / "r.npy"), steps=150, seeds=3, log_every=50,
                       init_std=0.2, eta=0.3, mode=mode, group_size=6, refresh_every=bandit.refresh_every,
@@ -358,7 +358,7 @@ def test_metrics_by_hand():
 
 
 def test_train_gathers_a_tidy_frame():
-    result = train(TreeConfig(objectives=("grpo", "lad"), steps=20, log_every=10, seeds=2))
+    result = train_tree(TreeConfig(objectives=("grpo", "lad"), steps=20, log_every=10, seeds=2))
     assert set(result.metrics["objective"]) == {"grpo", "lad"}
     assert sorted(result.metrics["step"].unique()) == [0, 10, 20]
     assert result.final_policy["lad"].shape == (2, 364)
@@ -416,3 +416,11 @@ def test_run_tree_refuses_bad_input_in_one_line(args, fragment, tmp_path, capsys
     assert code == 2
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and fragment in err, err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_the_bench_times_both_engines_on_the_same_run():
+    from ladsim.tree.bench import time_case
+
+    r = time_case({"vocab": 3, "length": 2, "seeds": 2, "steps": 5, "reward": "answers:1"}, runs=1)
+    assert r["responses"] == 7 and len(r["fused_runs"]) == 1 and r["fused_s"] > 0 and r["autograd_s"] > 0
+    assert r["max_policy_diff"] < 1e-12  # the same policy from both engines

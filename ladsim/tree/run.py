@@ -24,7 +24,7 @@ from ladsim.bandit.run import final_rows, package_versions
 from ladsim.io import claimed_dir, unique_path, write_json
 from ladsim.stats import METHOD, bootstrap_interval, mean_interval
 from ladsim.tree.config import TreeConfig
-from ladsim.tree.trainer import TreeResult, train
+from ladsim.tree.trainer import TreeResult, train_tree
 
 SUMMARY_METRICS = ("js_to_target", "tv_to_target", "correct_mass", "top_response_mass", "entropy", "node_entropy",
                    "mode_coverage", "expected_reward", "mean_length", "length_correct", "length_incorrect",
@@ -93,7 +93,7 @@ def run_tree(config: TreeConfig, out: str | Path | None = None, *, overwrite: bo
     default_out = out is None
     out = default_run_dir(config) if default_out else Path(out)
     with claimed_dir(out, overwrite, unique=default_out) as claim:
-        result = train(config, on_steps=on_steps, threads=threads)
+        result = train_tree(config, on_steps=on_steps, threads=threads)
         check_finite(result)
         summary = write_run_files(result, claim.tmp)
     return claim.out, summary, result

@@ -1,6 +1,6 @@
 """Training a token-tree experiment: every objective of a :class:`TreeConfig` through the world engine.
 
-``train(config)`` returns a :class:`TreeResult` with tidy frames, as the bandit's ``train`` does; the loop is
+``train_tree(config)`` returns a :class:`TreeResult` with tidy frames, as the bandit's ``train`` does; the loop is
 ``ladsim.engine.train_world`` on a :class:`ladsim.tree.world.TreeWorld`.
 """
 
@@ -76,7 +76,7 @@ def train_objective(config: TreeConfig, objective: str, on_steps: Callable[[int]
     return trajectory, final.cpu().numpy()
 
 
-def train(config: TreeConfig, on_steps: Callable[[int], None] | None = None, engine: str = "fused",
+def train_tree(config: TreeConfig, on_steps: Callable[[int], None] | None = None, engine: str = "fused",
           threads: int | None = None) -> TreeResult:
     """Train every objective of ``config`` and gather a tidy metrics frame."""
     import pandas as pd
