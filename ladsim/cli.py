@@ -143,8 +143,19 @@ def _terminate(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def is_usage_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of click's own errors (a ``ClickException``: it knows its exit code and message)."""
+    return hasattr(err, "exit_code") and callable(getattr(err, "format_message", None))
+
+
+def one_line(err: BaseException | str) -> str:
+    """A message on one line (a library's multi-line message joined with ``; ``)."""
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
 def main() -> None:
-    """Console entry point: one-line errors with exit code 2 instead of tracebacks, and a fast exit."""
+    """Console entry point: one-line errors instead of tracebacks (exit code 2 for bad input and unusable
+    outputs, 130 on Ctrl-C, 1 for an unforeseen failure, which asks for ``LADSIM_DEBUG=1``), and a fast exit."""
     signal.signal(signal.SIGTERM, _terminate)
     args = sys.argv[1:]
     if args in ([], ["--help"]):
@@ -156,16 +167,37 @@ def main() -> None:
     code = 0
     try:
         _register(next((a for a in args if not a.startswith("-")), None))
-        _app()
+        # not standalone: click's usage errors come back as exceptions, printed below as one line
+        done = typer.main.get_command(_app).main(args=args, prog_name="ladsim", standalone_mode=False)
+        code = done if isinstance(done, int) else 0
+        if code == 130:  # typer turns Ctrl-C inside a command into a silent exit 130
+            typer.echo("error: interrupted", err=True)
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         if not isinstance(done.code, (int, type(None))):
             print(done.code, file=sys.stderr)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, MemoryError) as err:
         if os.environ.get("LADSIM_DEBUG"):
             raise
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {one_line(err) or 'out of memory; reduce the sizes'}", err=True)
         code = 2
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        code = 130
+    except Exception as err:  # a failure ladsim did not foresee: still one line (outputs were released on the way)
+        if is_usage_error(err):  # click's: an unknown option, a value of the wrong type, a missing command
+            if type(err).__name__ == "NoArgsIsHelpError":  # `ladsim run`: the group's help, as click shows it
+                err.show()
+            else:
+                typer.echo(f"error: {one_line(err.format_message())} (see --help)", err=True)
+            sys.stdout.flush()
+            code = err.exit_code
+        elif os.environ.get("LADSIM_DEBUG"):
+            raise
+        else:
+            typer.echo(f"error: unexpected {type(err).__name__}: {one_line(err)} (a ladsim bug; LADSIM_DEBUG=1 "
+                       f"shows the traceback)", err=True)
+            code = 1
     if "torch" in sys.modules and _is_entry_process() and not os.environ.get("LADSIM_DEBUG"):
         # skip the interpreter's teardown of torch's modules (everything is written and closed by now)
         sys.stdout.flush()

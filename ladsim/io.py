@@ -8,24 +8,34 @@ interrupted run never leaves a half-written file or run directory behind. Run di
   working directory or one of its parents, its nearest existing ancestor must be a writable directory, and an
   existing output is replaced only with ``overwrite`` and only when it is a directory ladsim wrote itself
   (it carries the marker file ``MARKER``), never a regular file, a device or a user's own directory;
-* the output is claimed exclusively when work starts (``mkdir`` plus a lock file created with ``O_EXCL``), so
-  of two processes writing the same path exactly one proceeds and the other fails at once;
+* the output is claimed exclusively when work starts (``mkdir`` plus a lock file that appears already locked
+  with ``flock``), so of two processes writing the same path exactly one proceeds and the other fails at once;
+* whatever a run claimed or created (its output directory, the parent directories it made, its temporary
+  directory) is removed again on every exit path that Python sees (exceptions, ``KeyboardInterrupt``,
+  ``SystemExit``); a process that dies where Python cannot clean up (``SIGKILL``, a C library calling
+  ``exit``) holds its ``flock`` no longer, so the next run to the same output recognizes the abandoned claim,
+  takes it over and removes what the dead run left (``claimed_dir``);
+* the marker ``MARKER`` is trusted only as a regular file (no symlink, one link) holding exactly
+  ``MARKER_TEXT``, the text ladsim writes;
 * JSON is strict: ``NaN`` and infinities are written as ``null`` (``to_jsonable``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 MARKER = ".ladsim-run"  # written into every run directory; --overwrite replaces only directories holding it
-LOCK = ".ladsim-lock"  # created exclusively in a claimed output while a process writes it
+MARKER_TEXT = "written by ladsim; `--overwrite` may replace this directory\n"  # the marker's exact contents
+LOCK = ".ladsim-lock"  # in a claimed output while a process writes it; flock-ed by that process
 
 
 class OutputError(OSError):
@@ -68,9 +78,53 @@ def _is_cwd_or_parent(out: Path) -> bool:
         return False
 
 
+def is_marker(path: Path) -> bool:
+    """Whether ``path`` is a marker ladsim wrote: a regular file (not a symlink), with one link, holding exactly
+    ``MARKER_TEXT`` (a file a user named ``.ladsim-run``, or a link to one, is not trusted)."""
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size != len(MARKER_TEXT.encode()):
+            return False
+        with open(path, "rb") as handle:
+            return handle.read() == MARKER_TEXT.encode()
+    except OSError:
+        return False
+
+
 def is_ladsim_dir(path: Path) -> bool:
-    """Whether ``path`` is a directory ladsim wrote (it holds ``MARKER``)."""
-    return path.is_dir() and not path.is_symlink() and (path / MARKER).is_file()
+    """Whether ``path`` is a directory ladsim wrote: a real directory (not a symlink) holding a true marker."""
+    return path.is_dir() and not path.is_symlink() and is_marker(path / MARKER)
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing ancestors of ``path`` one by one; return those this call created, outermost first
+    (a directory another process creates meanwhile is not ours). Undo with :func:`remove_created`."""
+    missing = []
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            break
+        missing.append(parent)
+    created = []
+    try:
+        for parent in reversed(missing):
+            try:
+                os.mkdir(parent)
+            except FileExistsError:
+                continue
+            created.append(parent)
+    except BaseException:
+        remove_created(created)
+        raise
+    return created
+
+
+def remove_created(directories: list[Path]) -> None:
+    """Remove the directories :func:`make_parents` created, innermost first, each only while it is empty."""
+    for directory in reversed(directories):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return  # not empty (someone else's files now live there) or gone: leave it and its parents
 
 
 def check_out_dir(out: str | os.PathLike, overwrite: bool, flag: str = "--out", unique: bool = False) -> Path:
@@ -83,7 +137,9 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, flag: str = "--out", 
     if not str(out) or _is_cwd_or_parent(out):
         raise OutputError(f"{flag} {str(out) or repr('')} is the working directory or one of its parents; "
                           f"choose a new directory")
-    if (out.exists() or out.is_symlink()) and not unique:
+    if (out.exists() or out.is_symlink()) and not unique and not is_abandoned_claim(out):
+        if is_claimed(out):
+            raise OutputError(f"another ladsim process is writing {out}; wait for it or choose another {flag}")
         if not overwrite:
             raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another {flag}")
         if out.is_symlink() or not out.is_dir():
@@ -121,35 +177,149 @@ def unique_path(stem: str | os.PathLike) -> Path:
     return candidate
 
 
-def _create_lock(directory: Path, out: Path) -> None:
-    try:
-        fd = os.open(directory / LOCK, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        raise OutputError(f"another ladsim process is writing {out} (or one was killed: remove "
-                          f"{directory / LOCK})") from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{os.getpid()}\n")
+class _Lock:
+    """The lock file of a claimed output, held with ``flock`` through the open file ``fd`` for as long as the
+    claim lasts: the kernel releases it when the process ends, however it ends."""
 
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self.fd = path, fd
 
-def _claim(out: Path, overwrite: bool, unique: bool) -> tuple[Path, bool]:
-    """Claim ``out`` for this process; returns ``(out, created)``. A new directory is created with ``mkdir``
-    (exclusive) and locked; an existing ladsim directory (``overwrite``) is locked."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    base = out
-    for i in range(2, 10_000):
-        if overwrite and is_ladsim_dir(out):
-            _create_lock(out, out)
-            return out, False
+    def note(self, tmp: Path) -> None:
+        """Record the claim's temporary directory, so that whoever takes over an abandoned claim removes it."""
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n{tmp.name}\n".encode(), 0)
+
+    def release(self, unlink: bool = True) -> None:
+        """Remove the lock file (while still holding it; ``unlink=False``: leave it) and let go of the lock.
+        Releasing twice is harmless."""
+        if self.fd < 0:
+            return
         try:
-            os.mkdir(out)
+            if unlink and _same_file(self.fd, self.path):
+                self.path.unlink()
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _create_lock(directory: Path, out: Path) -> _Lock:
+    """A new lock file in ``directory``, locked before it appears (made under a hidden name, locked, then linked
+    into place with ``link(2)``, which fails when a lock is already there); else :func:`_take_over`."""
+    fd, name = tempfile.mkstemp(prefix=f"{LOCK}.", suffix=".new", dir=directory)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.link(name, directory / LOCK)
         except FileExistsError:
-            if not unique:
-                raise OutputError(f"{out} was created by another process meanwhile; choose another --out") from None
-            out = base.with_name(f"{base.name}-{i}")
-            continue
-        _create_lock(out, out)
-        return out, True
-    raise OutputError(f"no free name for {base}")
+            os.close(fd)
+            fd = -1
+            return _take_over(directory, out)
+        return _Lock(directory / LOCK, fd)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+    finally:
+        os.unlink(name)
+
+
+def _held(path: Path) -> bool:
+    """Whether some live process holds the lock file ``path`` (a process that died holds nothing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def is_claimed(out: Path) -> bool:
+    """Whether a live process holds ``out``'s lock (it is writing there now)."""
+    return out.is_dir() and not out.is_symlink() and _held(out / LOCK)
+
+
+def is_abandoned_claim(out: Path) -> bool:
+    """Whether ``out`` is an output a dead process claimed and never filled: a real directory holding only an
+    unheld lock file (the claim is free again; :func:`claimed_dir` takes it over)."""
+    try:
+        if out.is_symlink() or not out.is_dir():
+            return False
+        return sorted(os.listdir(out)) == [LOCK] and not _held(out / LOCK)
+    except OSError:
+        return False
+
+
+def _take_over(directory: Path, out: Path) -> _Lock:
+    """Take the lock of ``directory`` over from a process that died holding it, and remove the temporary
+    directory it had noted; ``OutputError`` while the lock is held by a live process."""
+    path = directory / LOCK
+    busy = OutputError(f"another ladsim process is writing {out}; wait for it or choose another --out")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        raise busy from None  # released meanwhile: the other process just finished or failed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise busy from None
+    if not _same_file(fd, path):  # the holder released (unlinked) it between our open and our flock
+        os.close(fd)
+        raise busy
+    noted = os.pread(fd, 4096, 0).decode(errors="replace").splitlines()[1:2]
+    tmp = out.parent / noted[0] if noted else None
+    if tmp is not None and tmp.name.startswith(f".{out.name}.") and tmp.name.endswith(".tmp") \
+            and tmp.is_dir() and not tmp.is_symlink() and is_ladsim_dir(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return _Lock(path, fd)
+
+
+def _claim(out: Path, overwrite: bool, unique: bool) -> tuple[Path, bool, _Lock, list[Path]]:
+    """Claim ``out`` for this process; returns ``(out, created, lock, parents)``. A new directory is created
+    with ``mkdir`` (exclusive) and locked; an existing ladsim directory (``overwrite``) is locked; an abandoned
+    claim (:func:`is_abandoned_claim`) is taken over as if created. ``parents``: the ancestors this call
+    created (removed again when the claim is released without a result)."""
+    parents = make_parents(out)
+    base = out
+    try:
+        for i in range(2, 10_000):
+            if overwrite and is_ladsim_dir(out):
+                return out, False, _create_lock(out, out), parents
+            try:
+                os.mkdir(out)
+            except FileExistsError:
+                if is_abandoned_claim(out):
+                    return out, True, _take_over(out, out), parents
+                if not unique:
+                    raise OutputError(f"{out} was created by another process meanwhile; choose another --out") \
+                        from None
+                out = base.with_name(f"{base.name}-{i}")
+                continue
+            try:
+                return out, True, _create_lock(out, out), parents
+            except BaseException:
+                os.rmdir(out)
+                raise
+        raise OutputError(f"no free name for {base}")
+    except BaseException:
+        remove_created(parents)
+        raise
 
 
 class _Claim:
@@ -165,39 +335,41 @@ def claimed_dir(out: str | os.PathLike, overwrite: bool = False, unique: bool = 
     path ``claim.out`` (with ``unique`` it can differ from ``out``).
 
     ``out`` is validated (``check_out_dir``) and claimed exclusively on entry. On any exception
-    (``KeyboardInterrupt`` and ``SystemExit`` included) the temporary directory is removed and ``out`` is left
-    exactly as it was.
+    (``KeyboardInterrupt`` and ``SystemExit`` included) the temporary directory, the claimed directory when
+    this call created it, and every parent directory it created are removed, and the lock released: ``out``
+    and its parents are left exactly as they were. A claim abandoned by a process that died (its lock no
+    longer held) is taken over, and its temporary directory removed.
     """
     out = check_out_dir(out, overwrite, unique=unique)
-    out, created = _claim(out, overwrite, unique)
+    out, created, lock, parents = _claim(out, overwrite, unique)
+    tmp = None
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except BaseException:
-        _release(out, created)
-        raise
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); a result is as readable as any file
-    try:
-        (tmp / MARKER).write_text("written by ladsim; `--overwrite` may replace this directory\n")
+        lock.note(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); a result is as readable as any file
+        (tmp / MARKER).write_text(MARKER_TEXT)
         yield _Claim(tmp, out)
-        _commit(tmp, out, created)
+        _commit(tmp, out, created, lock)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _release(out, created)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _release(out, created, lock, parents)
         raise
 
 
-def _release(out: Path, created: bool) -> None:
-    (out / LOCK).unlink(missing_ok=True)
+def _release(out: Path, created: bool, lock: _Lock, parents: list[Path]) -> None:
+    lock.release()
     if created:
         try:
             out.rmdir()
         except OSError:
             pass
+    remove_created(parents)
 
 
-def _commit(tmp: Path, out: Path, created: bool) -> None:
+def _commit(tmp: Path, out: Path, created: bool, lock: _Lock) -> None:
     if created:  # `out` is our empty claimed directory: rename(2) replaces an empty directory atomically
-        (out / LOCK).unlink()
+        lock.release()
         os.replace(tmp, out)
         return
     trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old.tmp", dir=out.parent))
@@ -206,32 +378,36 @@ def _commit(tmp: Path, out: Path, created: bool) -> None:
         os.replace(tmp, out)
     except BaseException:
         os.replace(trash, out)
-        (out / LOCK).unlink(missing_ok=True)
         raise
+    lock.release(unlink=False)  # the lock file went aside with the old run
     shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextmanager
 def atomic_file(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically. On any exception the
+    temporary file and the parent directories this call created are removed."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a directory; give a file path")
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} already exists")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
+    parents = make_parents(path)
+    tmp = None
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
         yield tmp
         try:
             os.replace(tmp, path)
         except OSError as err:
             raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        remove_created(parents)
         raise
 
 

@@ -472,3 +472,128 @@ def test_sampled_std_mode_reports_the_distance_to_the_target_it_pursues():
     for other in (config.replace(mode="exact"), config.replace(advantage_scale="none")):
         assert std_target_log_distribution(other) is None
         assert "js_to_std_target" not in train(other).metrics.columns
+
+# --- issue 23: the second bad-input round, one table per class -----------------------------------------------
+# Every refusal: exit 2, one line `error: ...` naming the cause, nothing written (the snapshot of the working
+# directory, hidden files included, is unchanged). RUN is a tiny run that would otherwise succeed.
+
+RUN = ["run", "bandit", "--arms", "4", "--steps", "2", "--seeds", "1", "--out", "r"]
+
+
+def refused(workdir, capsys, args, message):
+    """Run ``ladsim ARGS``; assert exit 2, one line holding ``message``, and nothing written."""
+    before = snapshot(workdir)
+    code, _, err = run_main(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0], lines[0]
+    assert snapshot(workdir) == before
+
+
+def accepted(workdir, capsys, args):
+    """Run ``ladsim ARGS``; assert exit 0 and a complete run directory ``r``."""
+    code, _, err = run_main(args, capsys)
+    assert code == 0, err
+    assert {"config.json", "summary.json", "metrics.csv", "final_policy.csv", ".ladsim-run"} <= {
+        p.name for p in (workdir / "r").iterdir()}
+    return json.loads((workdir / "r" / "config.json").read_text())
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("boom"), KeyboardInterrupt(), MemoryError()])
+def test_class4_an_unforeseen_failure_releases_the_claim_and_its_parents(workdir, capsys, monkeypatch, failure):
+    from ladsim.bandit import run as run_module
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    train = run_module.train
+    monkeypatch.setattr(run_module, "train", fail)
+    before = snapshot(workdir)
+    code, _, err = run_main([*RUN[:-1], "deep/er/r"], capsys)
+    lines = err.strip().splitlines()
+    assert code == {RuntimeError: 1, KeyboardInterrupt: 130, MemoryError: 2}[type(failure)], err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert snapshot(workdir) == before  # no deep/, no deep/er/, no r, no lock, no temporary directory
+    monkeypatch.setattr(run_module, "train", train)
+    accepted(workdir, capsys, RUN)  # the next run to the same --out proceeds
+
+
+def test_class4_a_run_killed_where_python_cannot_clean_up_leaves_a_claim_the_next_run_takes_over(tmp_path):
+    # os._exit is what libgomp's "Out of memory" did (a C exit: no finally, no atexit): the claimed --out and its
+    # temporary directory stay behind, but the lock's flock dies with the process.
+    code = """
+        import os
+        from ladsim.io import claimed_dir
+        with claimed_dir("r") as claim:
+            (claim.tmp / "half.csv").write_text("1,2")
+            os._exit(1)
+    """
+    proc = _python(code, tmp_path)
+    assert proc.wait(timeout=120) == 1, proc.stderr.read()
+    assert (tmp_path / "r" / ".ladsim-lock").is_file() and len(list(tmp_path.glob(".r.*.tmp"))) == 1
+    args = ["run", "bandit", "--arms", "4", "--steps", "2", "--seeds", "1", "--out", "r"]
+    proc = _python(CLI.format(args=args), tmp_path)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # the dead run's temporary directory is gone
+    assert (tmp_path / "r" / "summary.json").is_file() and not (tmp_path / "r" / ".ladsim-lock").exists()
+
+
+def test_class4_a_live_claim_is_not_taken_over(tmp_path):
+    from ladsim.io import OutputError, claimed_dir
+
+    with claimed_dir(tmp_path / "r") as claim:
+        with pytest.raises(OutputError, match="another ladsim process is writing"):
+            with claimed_dir(tmp_path / "r"):
+                pass
+        (claim.tmp / "x").write_text("ok")
+    assert (tmp_path / "r" / "x").read_text() == "ok"
+
+
+# Class 6: a failed run leaves no directory it created; --overwrite trusts only ladsim's own marker.
+def test_class6_a_diverged_run_leaves_no_parent_it_created(workdir, capsys):
+    args = ["run", "bandit", *TINY, "--optimizer", "sgd", "--lr", "300", "-o", "lad", "--div", "neyman", "--eta",
+            "0.01", "--out", "a/b/c"]
+    refused(workdir, capsys, args, "diverged")
+    assert not (workdir / "a").exists()
+
+
+def test_class6_an_existing_parent_is_kept_and_only_new_ones_go(workdir, capsys):
+    (workdir / "a").mkdir()
+    args = ["run", "bandit", *TINY, "--optimizer", "sgd", "--lr", "300", "-o", "lad", "--div", "neyman", "--eta",
+            "0.01", "--out", "a/b/c"]
+    refused(workdir, capsys, args, "diverged")
+    assert (workdir / "a").is_dir() and list((workdir / "a").iterdir()) == []
+
+
+@pytest.mark.parametrize("forge", ["symlink", "other text", "directory", "hard link", "empty"])
+def test_class6_overwrite_trusts_only_a_marker_ladsim_wrote(workdir, capsys, forge):
+    from ladsim.io import MARKER_TEXT
+
+    accepted(workdir, capsys, RUN)  # r/ holds a true marker
+    mine = workdir / "mine"
+    marker = mine / ".ladsim-run"
+    if forge == "symlink":
+        marker.symlink_to(workdir / "r" / ".ladsim-run")
+    elif forge == "other text":
+        marker.write_text("my own notes\n")
+    elif forge == "directory":
+        marker.mkdir()
+    elif forge == "hard link":
+        os.link(workdir / "r" / ".ladsim-run", marker)
+    else:
+        marker.write_text("")
+    assert (workdir / "r" / ".ladsim-run").read_text() == MARKER_TEXT
+    refused(workdir, capsys, [*RUN[:-1], "mine", "--overwrite"], "not a ladsim run directory")
+    assert (mine / "keep.txt").read_text() == "user data"
+
+
+def test_class6_atomic_file_removes_the_parents_it_created(tmp_path):
+    from ladsim.io import atomic_file
+
+    with pytest.raises(RuntimeError):
+        with atomic_file(tmp_path / "a" / "b" / "x.json") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("failed while writing")
+    assert list(tmp_path.iterdir()) == []
+
