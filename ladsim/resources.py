@@ -1,4 +1,5 @@
-"""Memory checks made before any work starts: a size that cannot fit is refused with one line, not allocated.
+"""Resource checks made before any work starts: a size that cannot fit is refused with one line, not allocated,
+and a thread count is bounded by the CPUs this process may run on.
 
 Estimates are upper-bound-ish counts of the tensors a job holds at once (documented where they are made);
 the limit is ``MEMORY_FRACTION`` of the memory the machine has available now (``MemAvailable`` in
@@ -45,3 +46,26 @@ def check_memory(need_bytes: float, what: str) -> None:
         raise ValueError(f"{what} needs about {need_bytes / (1 << 30):.3g} GiB of memory, more than the "
                          f"{limit / (1 << 30):.3g} GiB limit (half the available memory; set "
                          f"LADSIM_MEMORY_LIMIT_GB to change it); reduce the sizes")
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(threads: object, flag: str = "--threads") -> None:
+    """``None`` (the default) or an integer in ``[1, cpu_count()]``; else ``ValueError`` naming ``flag``.
+
+    More intra-op threads than CPUs only time-slice the same cores, and far more fail outright: OpenMP
+    allocates a stack per thread (``--threads 100000`` ended in ``libgomp: Out of memory`` and exit 1, a
+    claimed output left behind, before this check existed).
+    """
+    if threads is None:
+        return
+    limit = cpu_count()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limit:
+        raise ValueError(f"{flag} must be an integer in [1, {limit}] (the CPUs this process may use), "
+                         f"got {threads!r}")

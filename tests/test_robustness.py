@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -60,8 +61,10 @@ BAD_CLI = [
     (["run", "bandit", "--arms", "1000000000"], "GiB"),
     (["run", "bandit", "--seeds", "1000000000"], "GiB"),
     (["run", "bandit", "--mode", "sampled", "--group-size", "1000000000"], "GiB"),
-    (["run", "bandit", *TINY, "--lr", "1e308", "--out", "r"], "diverged"),
-    (["run", "bandit", *TINY, "--reward", "mixture:2/3/1e308", "--out", "r"], "diverged"),
+    (["run", "bandit", *TINY, "--optimizer", "sgd", "--lr", "300", "-o", "lad", "--div", "neyman", "--eta", "0.01",
+      "--out", "r"], "diverged"),
+    (["run", "bandit", *TINY, "--lr", "1e308", "--out", "r"], "--lr = 1e+308 is beyond 350"),
+    (["run", "bandit", *TINY, "--reward", "mixture:2/3/1e308", "--out", "r"], "reward magnitude"),
     (["run", "bandit", "--steps", "3", "--reward", "big.csv", "--out", "r"], "max - min overflows"),
     (["run", "bandit", *TINY, "--reward", "mixture:"], "nothing after the colon"),
     (["run", "bandit", *TINY, "--reward", "correct:"], "nothing after the colon"),
@@ -473,6 +476,7 @@ def test_sampled_std_mode_reports_the_distance_to_the_target_it_pursues():
         assert std_target_log_distribution(other) is None
         assert "js_to_std_target" not in train(other).metrics.columns
 
+
 # --- issue 23: the second bad-input round, one table per class -----------------------------------------------
 # Every refusal: exit 2, one line `error: ...` naming the cause, nothing written (the snapshot of the working
 # directory, hidden files included, is unchanged). RUN is a tiny run that would otherwise succeed.
@@ -498,6 +502,205 @@ def accepted(workdir, capsys, args):
     assert {"config.json", "summary.json", "metrics.csv", "final_policy.csv", ".ladsim-run"} <= {
         p.name for p in (workdir / "r").iterdir()}
     return json.loads((workdir / "r" / "config.json").read_text())
+
+
+# Class 1: a setting that does nothing is refused, naming why; a default merely restated is accepted.
+INERT_CLI = [
+    (["--mode", "exact", "--group-size", "5"], "--group-size 5 does nothing in this run: it acts only with --mode"),
+    (["--epochs", "3"], "--epochs 3 does nothing"),
+    (["--advantage-scale", "none"], "--advantage-scale none does nothing"),
+    (["--kl-beta", "5"], "--kl-beta 5.0 does nothing in this run: it acts only with --kl"),
+    (["-o", "lad", "-o", "kl-cov", "--clip", "0.2"], "--clip 0.2 does nothing in this run: it acts only on objectives "
+                                                     "that clip"),
+    (["-o", "grpo", "--set", "grpo.eps_low=0.1", "--set", "grpo.eps_high=0.3", "--clip", "0.2"], "--clip 0.2"),
+    (["-o", "grpo", "-o", "kl-cov", "--div", "hd"], "--div hd does nothing"),
+    (["-o", "lad", "--set", "lad.div=kl", "--div", "hd"], "--div hd does nothing"),
+    (["--seed", "3"], "--seed 3 does nothing in this run: it acts only where something is drawn"),
+    (["-o", "grpo", "--set", "flowrl.beta=5"], "flowrl is not among the objectives trained"),
+]
+INERT_RESTATED = [
+    ["--mode", "exact", "--group-size", "16", "--epochs", "1", "--advantage-scale", "std", "--kl-beta", "0.001"],
+    ["-o", "grpo", "--div", "js", "--seed", "0"],
+    ["--mode", "sampled", "--group-size", "3", "--epochs", "2", "--advantage-scale", "none", "--seed", "3"],
+    ["--kl", "k2", "--kl-beta", "5", "--init-std", "0.1", "--seed", "4"],
+    ["-o", "lad", "-o", "flowrl", "--clip", "0.2"],  # flowrl's weight clip takes it
+    ["-o", "clip-cov", "--set", "clip-cov.eps_low=0.1", "--clip", "0.2"],  # eps_high still comes from --clip
+]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("args, message", INERT_CLI, ids=[" ".join(a) for a, _ in INERT_CLI])
+def test_class1_a_setting_that_does_nothing_is_refused(workdir, capsys, args, message):
+    refused(workdir, capsys, RUN + args, message)
+
+
+@pytest.mark.parametrize("args", INERT_RESTATED, ids=[" ".join(a) for a in INERT_RESTATED])
+def test_class1_a_restated_default_or_a_setting_that_acts_is_accepted(workdir, capsys, args):
+    accepted(workdir, capsys, RUN + args)
+
+
+def test_class1_the_python_api_refuses_what_does_nothing_and_accepts_restated_defaults():
+    from ladsim.bandit.config import BanditConfig
+
+    tiny = dict(arms=4, steps=2, seeds=1)
+    for changes, message in [(dict(group_size=5), "--group-size 5"), (dict(kl_beta=0.5), "--kl-beta"),
+                             (dict(objectives=("lad",), clip=0.2), "--clip"), (dict(seed=1), "--seed 1"),
+                             (dict(objectives=("grpo",), params={"lad": {"eta": 1.0}}), "lad is not among")]:
+        with pytest.raises(ValueError, match=message):
+            BanditConfig(**tiny, **changes)
+    BanditConfig(**tiny, group_size=16, kl_beta=0.001, epochs=1, advantage_scale="std", seed=0, clip=None)
+
+
+INERT_STUDIES = [
+    ('group_size = 4\n', "run grpo: --group-size 4 does nothing"),
+    ('kl_beta = 0.5\n', "--kl-beta 0.5 does nothing"),
+    ('"flowrl.beta" = 5.0\n', "no run of the study trains flowrl"),
+    ('eta = 2.0\n', None),  # accepted: it acts
+]
+
+
+@pytest.mark.parametrize("extra, message", INERT_STUDIES, ids=[e.strip() for e, _ in INERT_STUDIES])
+def test_class1_study_files_refuse_what_does_nothing(tmp_path, extra, message):
+    from ladsim.studies import load_study
+
+    path = tmp_path / "s.toml"
+    path.write_text(STUDY.replace("NAME", '"s"').replace("EXTRA", extra))
+    if message is None:
+        assert len(load_study(path).runs) == 2
+        return
+    with pytest.raises(ValueError, match=message):
+        load_study(path)
+
+
+def test_class1_a_base_setting_every_grid_block_overrides_is_refused(tmp_path):
+    from ladsim.studies import load_study
+
+    path = tmp_path / "s.toml"
+    text = STUDY.replace("NAME", '"s"').replace("EXTRA", "eta = 1.0")
+    text = text.replace('objective = ["grpo", "lad"]', 'objective = ["lad"]\neta = [0.5, 2.0]')
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"\[base\] eta does nothing: every \[\[grid\]\] block sets 'eta'"):
+        load_study(path)
+    path.write_text(text + '\n[[grid]]\nobjective = ["grpo"]\n')  # a second block that keeps the base eta
+    assert len(load_study(path).runs) == 3
+
+
+# Class 2: input that can be read two ways is refused, naming what is ambiguous.
+AMBIGUOUS_FILES = {
+    "twice.csv": "reward,reward\n1,1\n0,0\n",
+    "cased.csv": "Reward, reward \n1,1\n0,0\n",
+    "extra.csv": "seed,reward\n0,1\n0,0\n",
+    "policy.csv": "arm,reward\n0,1\n1,0\n0,1\n1,0\n",
+    "gap.csv": "arm,reward\n0,1\n2,0\n",
+    "grid.csv": "1,0\n0,1\n",
+    "blank.csv": "1\n\n0\n",
+    "hole.csv": "1,,0\n",
+    "ragged.csv": "1,0\n1\n",
+    "arabic.csv": "\u0661\n0\n",
+    "underscore.csv": "1_000\n0\n",
+    "bigint.csv": "9007199254740993\n0\n",
+    "header.csv": "reward\n",
+}
+AMBIGUOUS = [
+    (["--reward", "correct:1;p=0.5;p=0.9"], "the correct-set option p is given twice"),
+    (["--reward", "correct:1,,2"], "no empty entries"),
+    (["--set", "grpo.eps_low=0.1", "--set", "grpo.eps_low=0.2"], "--set grpo.eps_low is given twice"),
+    (["--reward", "twice.csv"], "column 'reward' appears 2 times"),
+    (["--reward", "cased.csv"], "column 'reward' appears 2 times"),
+    (["--reward", "extra.csv"], "column 'seed' is not one ladsim reads"),
+    (["--reward", "policy.csv"], "arm(s) [0.0, 1.0] appear more than once"),
+    (["--reward", "gap.csv"], "the arm column must name every arm 0..1 exactly once"),
+    (["--reward", "grid.csv"], "which numbers are the arms' is ambiguous"),
+    (["--reward", "blank.csv"], "line 2 is blank between values"),
+    (["--reward", "hole.csv"], "cell 2 is empty"),
+    (["--reward", "ragged.csv"], "line 2 has 1 cells where the first line has 2"),
+    (["--reward", "arabic.csv"], "is not a number (ASCII digits)"),
+    (["--reward", "underscore.csv"], "'1_000' is not a number"),
+    (["--reward", "bigint.csv"], "beyond 2^53"),
+    (["--reward", "bigint.npy"], "integers beyond 2^53"),
+    (["--reward", "header.csv"], "holds a header and no values"),
+    (["--reward", "grid.csv", "--arms", "3"], "which numbers are the arms'"),
+    (["--reward", "three.npy", "--arms", "5"], "has 3 rewards but --arms is 5"),
+]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("args, message", AMBIGUOUS, ids=[" ".join(a) for a, _ in AMBIGUOUS])
+def test_class2_input_that_reads_two_ways_is_refused(workdir, capsys, args, message):
+    for name, text in AMBIGUOUS_FILES.items():
+        (workdir / name).write_text(text, encoding="utf-8")
+    np.save(workdir / "bigint.npy", np.array([2**62, 0], dtype=np.int64))
+    np.save(workdir / "three.npy", np.array([0.0, 1.0, 0.5]))
+    run = [a for a in RUN if a not in ("--arms", "4")] if "--reward" in args and "--arms" not in args else RUN
+    refused(workdir, capsys, run + args, message)
+
+
+def test_class2_an_arm_column_orders_the_rewards_and_a_header_is_case_blind(workdir, capsys):
+    (workdir / "arms.csv").write_text("Arm , REWARD\n2,0\n0,1\n1,0.5\n")
+    config = accepted(workdir, capsys, [a for a in RUN if a not in ("--arms", "4")] + ["--reward", "arms.csv"])
+    assert config["reward_spec"]["values"] == [1.0, 0.5, 0.0]
+
+
+# Class 3: valid combinations are accepted; every constraint is checked on the final values.
+VALID = [
+    ["-o", "clip-cov", "--set", "clip-cov.lb=6", "--set", "clip-cov.ub=10"],
+    ["-o", "clip-cov", "--set", "clip-cov.ub=10", "--set", "clip-cov.lb=6"],
+    ["--reward", "correct;p=0.9"],  # the default correct arms with an option, as the README writes it
+    ["--reward", "correct:1,2;q=0.1;p=0.9"],
+    ["--device", "cpu:0"],
+]
+
+
+@pytest.mark.parametrize("args", VALID, ids=[" ".join(a) for a in VALID])
+def test_class3_valid_combinations_are_accepted(workdir, capsys, args):
+    accepted(workdir, capsys, RUN + args)
+
+
+def test_class3_the_api_and_study_files_check_the_final_parameters(tmp_path):
+    from ladsim.bandit.config import BanditConfig
+    from ladsim.objectives import parse_assignments
+    from ladsim.studies import load_study
+
+    config = BanditConfig(arms=4, steps=2, objectives=("clip-cov",), params={"clip-cov": {"lb": 6, "ub": 10}})
+    assert (config.objective_params("clip-cov").lb, config.objective_params("clip-cov").ub) == (6.0, 10.0)
+    assert parse_assignments(["clip-cov.lb=6", "clip-cov.ub=10"]) == {"clip-cov": {"lb": "6", "ub": "10"}}
+    with pytest.raises(ValueError, match="lb must be < ub, got lb=6.0, ub=5.0"):  # lb alone still fails
+        parse_assignments(["clip-cov.lb=6"])
+    path = tmp_path / "s.toml"
+    path.write_text(STUDY.replace("NAME", '"s"').replace("EXTRA", '"clip-cov.lb" = 6\n"clip-cov.ub" = 10')
+                    .replace('objective = ["grpo", "lad"]', 'objective = ["clip-cov", "grpo"]'))
+    runs = load_study(path).runs
+    assert [r.config.params for r in runs] == [{"clip-cov": {"lb": 6.0, "ub": 10.0}}, {}]  # each its own
+
+
+# Class 4: odd devices and thread counts are one line; any failure releases what the run claimed.
+CLAIMS = [
+    (["--device", "cpu:99999999999999999999"], "--device must be cpu, cuda or cuda:K"),
+    (["--device", "cuda:\u0661"], "--device must be cpu, cuda or cuda:K"),
+    (["--device", "cuda:01"], "--device must be"),
+    (["--device", "CPU"], "--device must be"),
+    (["--device", "cpu:1"], "--device must be"),
+    (["--threads", "100000"], "--threads must be an integer in [1, "),
+    (["--threads", "0"], "--threads must be an integer in [1, "),
+    (["--arms", "abc"], "Invalid value for '--arms'"),  # click's own errors are one line too
+    (["--bogus"], "No such option: --bogus"),
+]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("args, message", CLAIMS, ids=[" ".join(a) for a, _ in CLAIMS])
+def test_class4_odd_devices_and_threads_are_one_line(workdir, capsys, args, message):
+    refused(workdir, capsys, RUN + args, message)
+
+
+def test_class4_cuda_index_beyond_the_machine_is_one_line():
+    import torch
+
+    from ladsim.bandit.trainer import resolve_device
+
+    message = "CUDA is not available" if not torch.cuda.is_available() else "CUDA device"
+    with pytest.raises(ValueError, match=message):
+        resolve_device("cuda:9999")
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("boom"), KeyboardInterrupt(), MemoryError()])
@@ -550,6 +753,78 @@ def test_class4_a_live_claim_is_not_taken_over(tmp_path):
     assert (tmp_path / "r" / "x").read_text() == "ok"
 
 
+# Class 5: finite but absurd magnitudes are refused with the range of the run's dtype.
+MAGNITUDES = [
+    (["--reward", "huge.csv"], "reward magnitude |R| = 1e+300 is beyond 1e+150"),
+    (["--reward", "int64.npy"], "integers beyond 2^53"),
+    (["--reward", "int64.csv", "--dtype", "float32"], "reward magnitude |R| = 9.22e+18 is beyond 1e+18"),
+    (["--reward", "offset.csv", "--dtype", "float32"], "max|R| / span(R) = 1e+05 is beyond 10000"),
+    (["--reward", "big32.csv", "--dtype", "float32"], "reward magnitude |R| = 1e+20 is beyond 1e+18"),
+    (["--init-std", "1e200"], "--init-std = 1e+200 is beyond 50"),
+    (["--init-std", "10", "--dtype", "float32"], "--init-std = 10 is beyond 8"),
+    (["--kl", "k2", "--kl-beta", "1e308"], "--kl-beta = 1e+308 is beyond 1e+150"),
+    (["--entropy-coef", "1e300"], "--entropy-coef = 1e+300 is beyond 1e+150"),
+    (["--lr", "1000"], "--lr = 1e+03 is beyond 350"),
+    (["--eta", "1e-200"], "max|A| / eta"),
+    (["--eta", "1e-200", "-o", "grpo"], "the target (reward span"),
+    (["-o", "lad", "--div", "neyman", "--eta", "0.004"], "LAD with the neyman divergence"),
+    (["-o", "lad", "--div", "neyman", "--eta", "0.02", "--dtype", "float32"], "beyond 30"),
+    (["-o", "lad", "--mode", "sampled", "--group-size", "16", "--div", "neyman", "--eta", "0.01"],
+     "std-scaled groups of 16"),
+    (["--prior", "tiny.csv", "--dtype", "float32"], "largest / smallest probability"),
+]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("args, message", MAGNITUDES, ids=[" ".join(a) for a, _ in MAGNITUDES])
+def test_class5_absurd_magnitudes_are_refused(workdir, capsys, args, message):
+    (workdir / "huge.csv").write_text("1e300\n0\n0.5\n1\n")
+    np.save(workdir / "int64.npy", np.array([-2**63, 2**63 - 1, 0, 1], dtype=np.int64))
+    (workdir / "int64.csv").write_text("-9.223372036854775808e18\n9.223372036854775807e18\n0\n1\n")
+    (workdir / "offset.csv").write_text("100000\n100001\n100000\n100000\n")
+    (workdir / "big32.csv").write_text("1e20\n0\n0\n0\n")
+    (workdir / "tiny.csv").write_text("1\n1\n1\n1e-40\n")
+    refused(workdir, capsys, RUN + args, message)
+
+
+AT_THE_BOUNDS = [
+    ["--init-std", "50"],
+    ["--init-std", "8", "--dtype", "float32"],
+    ["--kl", "k3", "--kl-beta", "1e150"],
+    ["-o", "lad", "--div", "neyman", "--eta", "0.005"],  # max|A| / eta = 1 / 0.005 = 200, neyman's bound
+    ["--reward", "offset.csv"],  # 1e5 / 1 is well inside float64's 1e12
+]
+
+
+@pytest.mark.parametrize("args", AT_THE_BOUNDS, ids=[" ".join(a) for a in AT_THE_BOUNDS])
+def test_class5_values_at_the_bounds_train(workdir, capsys, args):
+    (workdir / "offset.csv").write_text("100000\n100001\n100000\n100000\n")
+    accepted(workdir, capsys, RUN + args)
+
+
+def test_class5_every_bound_is_sharp():
+    from ladsim.ranges import EXPONENT_LIMITS, RANGES, check_exponent, check_range
+
+    for name, entry in RANGES.items():
+        for dtype, high in entry.high.items():
+            check_range(name, high, dtype)
+            with pytest.raises(ValueError, match=re.escape(f"beyond {high:g}")):
+                check_range(name, high * 1.01, dtype)
+    for dtype, limits in EXPONENT_LIMITS.items():
+        for div, high in limits.items():
+            check_exponent(high, div, dtype, "x")
+            with pytest.raises(ValueError, match=re.escape(f"beyond {high:g}")):
+                check_exponent(high * 1.01, div, dtype, "x")
+
+
+def test_class5_the_documented_table_is_the_code():
+    from ladsim.ranges import range_rows
+
+    text = (ROOT / "docs" / "ranges.md").read_text()
+    for setting, f64, f32 in range_rows():
+        assert f"| {setting} | {f64} | {f32} |" in text, setting
+
+
 # Class 6: a failed run leaves no directory it created; --overwrite trusts only ladsim's own marker.
 def test_class6_a_diverged_run_leaves_no_parent_it_created(workdir, capsys):
     args = ["run", "bandit", *TINY, "--optimizer", "sgd", "--lr", "300", "-o", "lad", "--div", "neyman", "--eta",
@@ -596,4 +871,3 @@ def test_class6_atomic_file_removes_the_parents_it_created(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("failed while writing")
     assert list(tmp_path.iterdir()) == []
-

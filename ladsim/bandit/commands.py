@@ -17,6 +17,7 @@ from ladsim.bandit.metrics import SUMMARY_METRICS
 from ladsim.bandit.rewards import default_arms, load_prior
 from ladsim.divergences import DIVERGENCES
 from ladsim.io import check_out_file, write_json
+from ladsim.resources import check_threads
 
 console = Console(stderr=False)
 
@@ -49,11 +50,6 @@ def summary_table(summary: dict, title: str, metrics: tuple[str, ...] = SUMMARY_
             cells.append(f"{m['mean']:.3g}" + (f" ±{half:.1g}" if half > 1e-12 * max(1.0, abs(m["mean"])) else ""))
         table.add_row(objective, *cells)
     return table
-
-
-def _check_threads(threads: Optional[int]) -> None:
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
 
 
 def run_bandit(
@@ -105,7 +101,8 @@ def run_bandit(
     from ladsim.bandit.run import run
     from ladsim.bandit.trainer import resolve_device
 
-    config = BanditConfig(
+    check_threads(threads)
+    config = BanditConfig(  # the one validation pass over every setting, before any work
         arms=default_arms(reward) if arms is None else arms, reward=reward, objectives=tuple(objective), div=div,
         eta=eta, steps=steps, lr=lr, optimizer=optimizer, mode=mode, group_size=group_size,
         advantage_scale=advantage_scale, refresh_every=refresh_every, epochs=epochs,
@@ -113,12 +110,7 @@ def run_bandit(
         log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
         entropy_coef=entropy_coef, device=device,
     )
-    _check_threads(threads)
     resolve_device(config.device)  # a clear error now, before any file is touched
-    unused = sorted(set(config.params) - set(config.objectives))
-    if unused:
-        raise ValueError(f"--set names {', '.join(unused)}, which is not among the objectives trained "
-                         f"({', '.join(config.objectives)}); add it with -o")
     start = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task(f"training {', '.join(config.objectives)}", total=config.steps * len(config.objectives))
@@ -149,7 +141,7 @@ def bench_bandit(
     from ladsim.bandit.bench import bench_bandit as measure
     from ladsim.bandit.trainer import resolve_device
 
-    _check_threads(threads)
+    check_threads(threads)
     resolve_device(device)
     try:
         arm_sizes = tuple(int(a) for a in sizes.split(",") if a.strip())

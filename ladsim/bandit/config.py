@@ -17,15 +17,19 @@ controlled bandit"). It does not give the optimizer, eta or the mixture; ladsim'
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ladsim.advantages import SCALES
 from ladsim.bandit.memory import estimate_memory_bytes
 from ladsim.bandit.rewards import RewardSpec, parse_reward
 from ladsim.divergences import get_divergence
-from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, layered_params, make_params
+from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, layered_params
+from ladsim.ranges import TARGET, check_exponent, check_range
 from ladsim.resources import check_memory
-from ladsim.validation import check_field_types, finite
+from ladsim.validation import Inert, check_device, check_field_types, check_inert, fills_a_field, finite
 
 OBJECTIVES = ("grpo", "lad", "lad-theory")  # the default set: the paper's Figure 1
 DTYPES = ("float64", "float32")
@@ -33,6 +37,36 @@ OPTIMIZERS = ("adam", "sgd")
 MODES = ("exact", "sampled")
 SEED_LIMIT = 2**63  # torch and numpy both take seeds in [0, 2^63)
 DEVICES = ("cpu", "cuda")
+
+
+def fills(config, *fields: str) -> bool:
+    """Whether a run-wide setting filling the objective parameters ``fields`` reaches an objective trained."""
+    return fills_a_field(((get_objective(name).params, config.params.get(name, {})) for name in config.objectives),
+                         fields)
+
+
+def draws(config) -> bool:
+    """Whether the run draws random numbers: initial noise, sampled groups, or an objective that may draw."""
+    return (config.init_std > 0 or config.mode == "sampled"
+            or any("generator" in get_objective(name).needs for name in config.objectives))
+
+
+# Settings that act only under a condition (``ladsim.validation.check_inert``): refused where they do nothing,
+# unless they merely restate the default.
+INERT = (
+    Inert("group_size", lambda c: c.mode == "sampled", "with --mode sampled"),
+    Inert("epochs", lambda c: c.mode == "sampled", "with --mode sampled (optimizer steps per sampled batch)"),
+    Inert("advantage_scale", lambda c: c.mode == "sampled",
+          "with --mode sampled (exact advantages are R - E_pi_old[R], never scaled)"),
+    Inert("kl_beta", lambda c: c.kl is not None, "with --kl (the penalty it weighs)"),
+    Inert("clip", lambda c: fills(c, "eps_low", "eps_high"),
+          "on objectives that clip (parameters eps_low/eps_high, as `ladsim objectives` lists) where --set does "
+          "not give both"),
+    Inert("div", lambda c: fills(c, "div"),
+          "on objectives with a divergence (a parameter div, as `ladsim objectives` lists) where --set does not "
+          "give it"),
+    Inert("seed", draws, "where something is drawn: --init-std > 0, --mode sampled or an objective that draws"),
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +115,10 @@ class BanditConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        """One validation pass over the final settings, before anything is allocated: types, choices, the
+        objectives' parameters as they will train (every constraint checked on the layered values), settings
+        that do nothing here (``INERT``), sizes against memory, the reward spec, and the magnitude ranges of
+        ``ladsim.ranges`` in the run's dtype."""
         def need(ok: bool, msg: str) -> None:
             if not ok:
                 raise ValueError(msg)
@@ -105,6 +143,7 @@ class BanditConfig:
         get_divergence(self.div)
         if self.mode == "sampled":
             need(self.group_size >= 2, f"--group-size must be >= 2 in sampled mode, got {self.group_size}")
+        need(self.group_size >= 1, f"--group-size must be >= 1, got {self.group_size}")
         need(self.refresh_every >= 0, f"--refresh-every must be >= 0 (0 = never), got {self.refresh_every}")
         need(self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}")
         need(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
@@ -113,22 +152,30 @@ class BanditConfig:
         need(all(isinstance(k, int) and k >= 1 for k in self.metric_ks), "metric k values must be integers >= 1")
         need(self.kl is None or self.kl in KL_ESTIMATORS,
              f"unknown --kl estimator {self.kl!r}; choose from: {', '.join(KL_ESTIMATORS)}")
-        need(isinstance(self.device, str) and self.device.split(":")[0] in DEVICES
-             and (":" not in self.device or self.device.split(":", 1)[1].isdigit()),
-             f"--device must be cpu or cuda (cuda:K), got {self.device!r}")
+        check_device(self.device)
         KLPenalty(self.kl_beta)
         EntropyBonus(self.entropy_coef)
         need(isinstance(self.params, dict), f"params must be a mapping objective -> {{param: value}}, got "
                                             f"{type(self.params).__name__}")
         parsed = {}
         for name, values in self.params.items():
+            obj = get_objective(name)
             need(isinstance(values, dict), f"params of {name!r} must be a mapping param -> value")
-            explicit = make_params(name, values)  # validates the names and values
-            parsed[get_objective(name).name] = {k: getattr(explicit, k) for k in values}
+            need(obj.name in self.objectives,
+                 f"--set {', '.join(f'{obj.name}.{k}' for k in values) or obj.name} does nothing in this run: "
+                 f"{obj.name} is not among the objectives trained ({', '.join(self.objectives)}); add it "
+                 f"with -o or drop the --set")
+            final = layered_params(obj, self.shared_settings(), values)  # every constraint, on the final values
+            parsed[obj.name] = {k: getattr(final, k) for k in values}
         object.__setattr__(self, "params", parsed)
         for name in self.objectives:
             self.objective_params(name)
-        need(self.group_size >= 1, f"--group-size must be >= 1, got {self.group_size}")
+        check_inert(self, INERT)
+        check_range("init_std", self.init_std, self.dtype)
+        check_range("lr", self.lr, self.dtype)
+        check_range("entropy_coef", self.entropy_coef, self.dtype)
+        if self.kl is not None:
+            check_range("kl_beta", self.kl_beta, self.dtype)
         # before the reward spec allocates (N,) arrays: sizes that cannot fit are refused, not attempted
         check_memory(estimate_memory_bytes(self), f"a run of {self.seeds} seeds x {self.arms} arms"
                      + (f" x group size {self.group_size}" if self.mode == "sampled" else ""))
@@ -139,13 +186,43 @@ class BanditConfig:
         if self.prior is not None:
             need(len(self.prior) == self.arms, f"the prior has {len(self.prior)} entries, expected {self.arms}")
             need(all(finite(p) and p > 0 for p in self.prior), "prior probabilities must be finite and > 0")
+            check_range("prior", max(self.prior) / min(self.prior), self.dtype)
+        self.check_reward_ranges(spec.expected_rewards())
 
-    def objective_params(self, name: str):
-        """The parameters ``name`` trains with: registry defaults < shared settings < ``params``."""
+    def check_reward_ranges(self, rewards: np.ndarray) -> None:
+        """The rewards' magnitude and resolution in the run's dtype, and the exponent ``max|A| / eta`` of the
+        target and of every LAD objective trained (``ladsim.ranges``): ``max|A|`` is the rewards' span, or
+        ``(G - 1)/sqrt(G)`` for std-scaled group advantages (the largest z-score of ``G`` samples)."""
+        top = float(np.max(np.abs(rewards)))
+        span = float(np.ptp(rewards))
+        check_range("reward", top, self.dtype)
+        if span == 0 or np.ptp(rewards.astype(self.dtype)) == 0:
+            raise ValueError(f"all rewards are equal in {self.dtype}: no arm is better than another, nothing "
+                             f"to learn")
+        check_range("reward_offset", top / span, self.dtype)
+        check_exponent(span / self.eta, TARGET, self.dtype, f"the target (reward span {span:.3g}, --eta {self.eta})")
+        group = self.mode == "sampled" and self.advantage_scale == "std"
+        for name in self.objectives:
+            params = self.objective_params(name)
+            if not (hasattr(params, "eta") and hasattr(params, "div")):
+                continue
+            std_scaled = group and not get_objective(name).full_support
+            top_adv = (self.group_size - 1) / math.sqrt(self.group_size) if std_scaled else span
+            check_exponent(top_adv / params.eta, params.div, self.dtype,
+                           f"{name} (max|A| = {top_adv:.3g}: " + ("std-scaled groups of "
+                           f"{self.group_size}" if std_scaled else "the reward span") + f", eta {params.eta})")
+
+    def shared_settings(self) -> dict:
+        """The run-wide settings that fill objective parameters of the same names: ``eta``, ``div`` and, with
+        ``clip``, ``eps_low`` and ``eps_high``."""
         shared = {"eta": self.eta, "div": self.div}
         if self.clip is not None:
             shared.update(eps_low=self.clip, eps_high=self.clip)
-        return layered_params(name, shared, self.params.get(name, {}))
+        return shared
+
+    def objective_params(self, name: str):
+        """The parameters ``name`` trains with: registry defaults < shared settings < ``params``."""
+        return layered_params(name, self.shared_settings(), self.params.get(name, {}))
 
     def kl_penalty(self) -> KLPenalty | None:
         """The KL penalty of the run, or ``None``."""

@@ -13,12 +13,18 @@ Specs are built from one string (``parse_reward``), the form the CLI and the stu
 
 * ``mixture`` or ``mixture:MEAN/WIDTH/HEIGHT,...``  a Gaussian-mixture shape over the arm index;
 * ``correct`` or ``correct:ARM,ARM,...[;p=P][;q=Q]``  correct arms pay 1 with probability P, others with Q;
-* a path to a ``.csv`` or ``.npy`` file holding one reward per arm.
+* a path to a ``.csv`` or ``.npy`` file holding exactly one finite reward per arm (``load_reward_file``).
+
+Anything that could be read two ways is refused, naming the ambiguity: an option given twice
+(``correct:1;p=0.5;p=0.9``), a file whose shape or columns leave open which number is which arm's.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,25 +241,102 @@ def _minmax(v: np.ndarray) -> np.ndarray:
 
 
 def _floats(text: str, what: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split("/")]
-    except ValueError:
-        raise ValueError(f"malformed {what} {text!r}: expected numbers separated by '/'") from None
+    parts = [x.strip() for x in text.split("/")]
+    if not all(NUMBER.fullmatch(x) for x in parts):
+        raise ValueError(f"malformed {what} {text!r}: expected numbers separated by '/'")
+    return [float(x) for x in parts]
 
 
 NPY_MAGIC = b"\x93NUMPY"
+# A number as a CSV cell or a spec writes it: ASCII digits only (Python's float() also takes "1_000" and
+# Arabic-Indic digits, which no other reader of the file would), or inf/nan (refused later, by name, as not finite).
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.ASCII | re.IGNORECASE)
+INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_ ]*", re.ASCII)  # a header cell: a column name, not a malformed number
+EXACT_INTEGERS = 2**53  # float64 holds every integer up to here; beyond it an integer loses digits
 
 
-def load_reward_file(path: str | Path, what: str = "reward file") -> np.ndarray:
-    """Read one value per arm from a ``.npy`` (1-D) or ``.csv`` (one row, one column, or a ``reward`` column).
+def _cell_number(cell: str, where: str) -> float:
+    if not cell:
+        raise ValueError(f"{where} is empty; give every arm exactly one value")
+    if not NUMBER.fullmatch(cell):
+        raise ValueError(f"{where} is malformed: {cell!r} is not a number (ASCII digits)")
+    if INTEGER.fullmatch(cell) and abs(int(cell)) > EXACT_INTEGERS:
+        raise ValueError(f"{where} holds the integer {cell}, beyond 2^53: it would lose digits as a float64")
+    return float(cell)
+
+
+def _read_csv(path: Path, what: str, column: str) -> np.ndarray:
+    """One value per arm from a CSV file: one row or one column of numbers, or a header naming the ``column``
+    of values and optionally an ``arm`` column (every arm ``0..N-1`` exactly once; the values are put in arm
+    order). Refused, naming the ambiguity: blank lines between values, empty cells, rows of different lengths,
+    several rows and columns without a header, a header with other columns or one column twice."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} {path} is not a text (UTF-8) CSV file") from None
+    rows = [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text))]
+    while rows and not any(rows[-1]):  # trailing blank lines
+        rows.pop()
+    if not rows:
+        raise ValueError(f"{what} {path} holds no values")
+    for i, row in enumerate(rows):
+        if not any(row):
+            raise ValueError(f"{what} {path}: line {i + 1} is blank between values (a missing arm?); remove it")
+    header = None
+    if any(NAME.fullmatch(cell) and not NUMBER.fullmatch(cell) for cell in rows[0]):
+        header = [cell.lower() for cell in rows[0]]
+        for name in header:
+            if name not in (column, "arm"):
+                raise ValueError(f"{what} {path}: column {name!r} is not one ladsim reads; the file needs a "
+                                 f"{column!r} column and optionally an 'arm' column, nothing else (which "
+                                 f"values are the arms' would be a guess)")
+            if header.count(name) > 1:
+                raise ValueError(f"{what} {path}: column {name!r} appears {header.count(name)} times; give it "
+                                 f"once")
+        if column not in header:
+            raise ValueError(f"{what} {path} has a header without a {column!r} column")
+        rows = rows[1:]
+        if not rows:
+            raise ValueError(f"{what} {path} holds a header and no values")
+    width = len(header) if header else len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"{what} {path}: line {i + 1 + bool(header)} has {len(row)} cells where the "
+                             f"{'header' if header else 'first line'} has {width}")
+    table = np.array([[_cell_number(cell, f"{what} {path}, line {i + 1 + bool(header)}, cell {j + 1}")
+                       for j, cell in enumerate(row)] for i, row in enumerate(rows)], dtype=np.float64)
+    if header is None:
+        if table.shape[0] > 1 and table.shape[1] > 1:
+            raise ValueError(f"{what} {path} must hold one value per arm (a single row or column), got shape "
+                             f"{table.shape}: which numbers are the arms' is ambiguous")
+        return table.reshape(-1)
+    values = table[:, header.index(column)]
+    if "arm" not in header:
+        return values
+    arms = table[:, header.index("arm")]
+    n = len(arms)
+    if sorted(arms.tolist()) != list(range(n)):
+        repeats = sorted({a for a in arms.tolist() if arms.tolist().count(a) > 1})
+        detail = f"arm(s) {repeats[:5]} appear more than once" if repeats else f"got {arms.tolist()[:8]}"
+        raise ValueError(f"{what} {path}: the arm column must name every arm 0..{n - 1} exactly once; {detail}")
+    out = np.empty(n)
+    out[arms.astype(np.int64)] = values
+    return out
+
+
+def load_reward_file(path: str | Path, what: str = "reward file", column: str = "reward") -> np.ndarray:
+    """Read exactly one value per arm from a ``.npy`` (shape ``(N,)``, ``(1, N)`` or ``(N, 1)``) or a ``.csv``
+    (one row or column, or a header with a ``column`` of values and an optional ``arm`` column, see
+    ``_read_csv``).
 
     ``what`` names the file in messages (``"prior file"`` for ``--prior``). Refused with ``ValueError``: a
-    missing file, another suffix, a file that is not ``.npy``/CSV, non-real values (complex, text, objects), a
-    shape other than one row or column, fewer than 2 values.
+    missing file, another suffix, a file that is not ``.npy``/CSV, non-real values (complex, text, objects),
+    integers beyond 2^53 (they lose digits as float64), any ambiguous shape or column, fewer than 2 values.
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{what} {path} does not exist")
+        raise ValueError(f"{what} {path} does not exist" + (" as a file" if path.exists() else ""))
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".npy"):
         raise ValueError(f"{what} {path} must end in .csv or .npy")
@@ -262,31 +345,26 @@ def load_reward_file(path: str | Path, what: str = "reward file") -> np.ndarray:
             with open(path, "rb") as handle:
                 if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
                     raise ValueError(f"{what} {path} is not a .npy file (no NumPy header)")
-            values = np.load(path, allow_pickle=False)
-            if values.dtype.kind not in "biuf":
-                kind = "complex" if values.dtype.kind == "c" else str(values.dtype)
+            raw = np.load(path, allow_pickle=False)
+            if raw.dtype.kind not in "biuf":
+                kind = "complex" if raw.dtype.kind == "c" else str(raw.dtype)
                 raise ValueError(f"{what} {path} must hold real numbers, got {kind} values")
+            if raw.dtype.kind in "iu" and raw.size and max(abs(int(raw.max())), abs(int(raw.min()))) > EXACT_INTEGERS:
+                raise ValueError(f"{what} {path} holds integers beyond 2^53: they would lose digits as float64")
+            values = np.asarray(raw, dtype=np.float64)
+            if values.ndim == 2 and 1 in values.shape:
+                values = values.reshape(-1)
+            if values.ndim != 1:
+                raise ValueError(f"{what} {path} must hold one value per arm (a single row or column), "
+                                 f"got shape {values.shape}")
         else:
-            import pandas as pd
-
-            frame = pd.read_csv(path, header=None)
-            if "reward" in frame.iloc[0].astype(str).str.strip().str.lower().tolist():
-                frame = pd.read_csv(path)
-                frame.columns = [str(c).strip().lower() for c in frame.columns]
-                frame = frame[["reward"]]
-            values = frame.to_numpy()
-        values = np.asarray(values, dtype=np.float64)
+            values = _read_csv(path, what, column)
     except ValueError as err:
         if str(err).startswith(what):
             raise
         raise ValueError(f"{what} {path} is malformed: it must hold numbers only ({err})") from None
-    except Exception as err:  # corrupt .npy, unreadable csv
+    except Exception as err:  # corrupt .npy, unreadable file
         raise ValueError(f"{what} {path} could not be read: {err}") from None
-    if values.ndim == 2 and 1 in values.shape:
-        values = values.reshape(-1)
-    if values.ndim != 1:
-        raise ValueError(f"{what} {path} must hold one value per arm (a single row or column), "
-                         f"got shape {values.shape}")
     if values.size < 2:
         raise ValueError(f"{what} {path} holds {values.size} value(s); a bandit needs at least 2 arms")
     return values
@@ -299,6 +377,8 @@ def parse_reward(spec: str, n_arms: int | None = None) -> RewardSpec:
         raise ValueError(f"reward must be a string ('mixture', 'correct' or a file path), got {spec!r}")
     spec = spec.strip()
     head, sep, body = spec.partition(":")
+    if head.startswith("correct;") and not sep:  # `correct;p=0.9`: the default arms with options
+        head, sep, body = "correct", ":", ";" + head[len("correct;"):]
     if head in ("mixture", "correct") and n_arms is None:
         raise ValueError(f"the {head} reward needs the number of arms")
     if head in ("mixture", "correct") and sep and not body.strip():
@@ -316,19 +396,23 @@ def parse_reward(spec: str, n_arms: int | None = None) -> RewardSpec:
         return GaussianMixture(n_arms, tuple(comps))
     if head == "correct":
         arms_text, *options = body.split(";") if body else ("",)
-        try:
-            arms = tuple(int(a) for a in arms_text.split(",") if a.strip())
-        except ValueError:
-            raise ValueError(f"malformed correct arms {arms_text!r}: expected integers like 3,17,29") from None
+        cells = [a.strip() for a in arms_text.split(",")]
+        if arms_text.strip() and not all(INTEGER.fullmatch(a) for a in cells):
+            raise ValueError(f"malformed correct arms {arms_text!r}: expected integers like 3,17,29 (ASCII digits, "
+                             f"no empty entries)")
+        arms = tuple(int(a) for a in cells if a)
         kwargs = {}
         for opt in options:
             key, _, value = opt.partition("=")
-            if key.strip() not in ("p", "q") or not value:
+            key, value = key.strip(), value.strip()
+            if key not in ("p", "q") or not value:
                 raise ValueError(f"malformed correct-set option {opt!r}: expected p=PROB or q=PROB")
-            try:
-                kwargs[key.strip()] = float(value)
-            except ValueError:
-                raise ValueError(f"malformed correct-set option {opt!r}: {value!r} is not a number") from None
+            if key in kwargs:
+                raise ValueError(f"the correct-set option {key} is given twice in {spec!r} ({key}={kwargs[key]:g} "
+                                 f"and {key}={value}): which one is meant? give it once")
+            if not NUMBER.fullmatch(value):
+                raise ValueError(f"malformed correct-set option {opt!r}: {value!r} is not a number")
+            kwargs[key] = float(value)
         return CorrectSet(n_arms, arms, **kwargs)
     path = Path(spec)
     if path.suffix.lower() not in (".csv", ".npy"):
@@ -348,7 +432,7 @@ def default_arms(reward: str, default: int = 50) -> int:
 
 def load_prior(path: str | Path) -> tuple[float, ...]:
     """``pi_old``'s prior from a ``.csv``/``.npy`` file: finite probabilities > 0, one per arm (normalized later)."""
-    values = load_reward_file(path, what="prior file")
+    values = load_reward_file(path, what="prior file", column="prior")
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError(f"prior file {path} must hold finite probabilities > 0, one per arm")
     return tuple(values.tolist())

@@ -147,8 +147,9 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     if threads is None:
         yield
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    from ladsim.resources import check_threads
+
+    check_threads(threads, "threads")  # at most the CPUs this process may use
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -158,13 +159,18 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"`` or ``"cuda"`` (``"cuda:K"``) as a ``torch.device``; ``ValueError`` where CUDA is absent."""
-    dev = torch.device(device)
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda, got {str(device)!r}")
+    """``"cpu"`` or ``"cuda"`` (``"cuda:K"``) as a ``torch.device``; ``ValueError`` for any other string
+    (parsed strictly: ``ladsim.validation.check_device``), where CUDA is absent, or where device ``K`` is not
+    among the machine's."""
+    from ladsim.validation import check_device
+
+    dev = torch.device(check_device(str(device)))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but CUDA is not available here (no GPU or a CPU-only torch); "
                          "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device} requested but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

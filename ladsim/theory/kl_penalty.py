@@ -154,7 +154,7 @@ def train_bandit(prior: tuple[float, ...], reward: str, beta: float, estimator: 
     plain GRPO), exact expectations, on-policy (``refresh_every = 1``), SGD, starts ``log pi_ref + N(0, 1)``."""
     cfg = BanditConfig(arms=len(prior), reward=reward, objectives=("grpo",), steps=steps, lr=lr, optimizer="sgd",
                        mode="exact", refresh_every=1, prior=prior, init_std=1.0, seeds=seeds, seed=seed,
-                       log_every=steps, kl=estimator, kl_beta=beta)
+                       log_every=steps, kl=estimator, kl_beta=beta if estimator else 0.001)  # no penalty: no beta
     return train_objective(cfg, "grpo")[1]
 
 
