@@ -77,7 +77,10 @@ def _register_bench() -> None:
     from ladsim.bandit import commands as bandit_commands
     from ladsim.llm import commands as llm_commands
 
+    from ladsim.tree import commands as tree_commands
+
     bench_app.command("bandit")(bandit_commands.bench_bandit)
+    bench_app.command("tree")(tree_commands.bench_tree)
     bench_app.command("loss")(llm_commands.bench_loss)
 
 

@@ -17,13 +17,18 @@ Frames = dict[str, pd.DataFrame]
 
 
 def compute_run(run: Run) -> Frames:
-    """Train one run (no cache). Bandit: ``{final, trajectory, policy}``; landscape: ``run_landscape``."""
+    """Train one run (no cache). Bandit and tree: ``{final, trajectory, policy}``; landscape: ``run_landscape``."""
     if run.kind == "landscape":
         from ladsim.bandit.landscape import run_landscape
 
         return run_landscape(run.config)
-    from ladsim.bandit.run import check_finite, final_policy_frame, final_rows
-    from ladsim.bandit.trainer import train
+    from ladsim.bandit.run import final_rows
+    if run.kind == "tree":
+        from ladsim.tree.run import check_finite, final_policy_frame
+        from ladsim.tree.trainer import train_tree as train
+    else:
+        from ladsim.bandit.run import check_finite, final_policy_frame
+        from ladsim.bandit.trainer import train
 
     result = train(run.config)
     check_finite(result)  # a diverged run is an error, never cached NaN data

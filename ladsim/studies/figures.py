@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 from ladsim.studies.execute import check_executor, open_executor, run_study
 from ladsim.studies.gather import DEFAULT_DATA, StudyResult, load_data, save_data
+from ladsim.studies.grid import TRAINED
 from ladsim.studies.parse import Study, load_study
 
 Progress = Callable[[Study, int, int], None]
@@ -32,7 +33,7 @@ def run_studies(files: Sequence[str | Path], cache_dir: str | Path, data_dir: st
 
         if executor != "ray":  # on a cluster the GPUs are the workers', not this machine's
             resolve_device(device)  # a clear one-line error before any work
-        parsed = [load_study(s.path, {"device": device}) if s.kind == "bandit" else s for s in parsed]
+        parsed = [load_study(s.path, {"device": device}) if s.kind in TRAINED else s for s in parsed]
     results = []
     with ExitStack() as stack:
         opened: dict[str, object] = {}  # one executor of each kind, opened when a study first needs it

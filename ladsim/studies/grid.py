@@ -20,7 +20,8 @@ from typing import Any
 
 from ladsim.studies.cache import run_key
 
-KINDS = ("bandit", "landscape")
+KINDS = ("bandit", "tree", "landscape")
+TRAINED = ("bandit", "tree")  # kinds whose runs train objectives over seeds (frames final, trajectory, policy)
 
 
 def config_class(kind: str):
@@ -28,6 +29,10 @@ def config_class(kind: str):
         from ladsim.bandit.config import BanditConfig
 
         return BanditConfig
+    if kind == "tree":
+        from ladsim.tree.config import TreeConfig
+
+        return TreeConfig
     from ladsim.bandit.landscape import LandscapeConfig
 
     return LandscapeConfig

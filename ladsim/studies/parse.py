@@ -4,7 +4,7 @@ A study file (``studies/*.toml``)::
 
     [study]
     name = "fig3_eta"              # default: the file's stem; also the figure's file name
-    kind = "bandit"                # "bandit" (ladsim.bandit) or "landscape" (ladsim.bandit.landscape)
+    kind = "bandit"                # "bandit" (ladsim.bandit), "tree" (ladsim.tree) or "landscape"
     figure = "eta_sweep"           # the plot function (ladsim.plots.FIGURES) that draws the data
     title = "..."                  # the figure's title
     frames = ["final"]             # the frames saved as figure data (see below)
@@ -24,8 +24,9 @@ A study file (``studies/*.toml``)::
 
     [plot]                         # passed to the figure function as keyword arguments
 
-Frames of a bandit run: ``final`` (objective, seed and every metric at the last step), ``trajectory`` (every
-logged step), ``policy`` (objective, seed, arm, probability, target, reward). Frames of a landscape run:
+Frames of a bandit or tree run: ``final`` (objective, seed and every metric at the last step), ``trajectory``
+(every logged step), ``policy`` (objective, seed, arm, probability, target, reward; a tree's has ``response,
+length`` for ``arm``). Frames of a landscape run:
 ``grid``, ``trajectory``, ``optimum`` (``ladsim.bandit.landscape.run_landscape``). Each saved frame carries the
 grid's columns first. With ``summary`` the study also returns ``summary``: one row per grid point, objective
 and metric with ``mean, lo, hi`` (``scipy.stats.bootstrap``, percentile method, 95%) over seeds. ``pools``
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ladsim.studies.grid import KINDS, Run, expand_grid
+from ladsim.studies.grid import KINDS, TRAINED, Run, expand_grid
 
 BANDIT_FRAMES = ("final", "trajectory", "policy")
 LANDSCAPE_FRAMES = ("grid", "trajectory", "optimum")
@@ -165,16 +166,16 @@ def parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
     kind = meta.get("kind", "bandit")
     if kind not in KINDS:
         raise ValueError(f"unknown study kind {kind!r}; choose from: {', '.join(KINDS)}")
-    known_frames = BANDIT_FRAMES if kind == "bandit" else LANDSCAPE_FRAMES
-    frames = tuple(meta.get("frames", ["final"] if kind == "bandit" else list(LANDSCAPE_FRAMES)))
+    known_frames = BANDIT_FRAMES if kind in TRAINED else LANDSCAPE_FRAMES
+    frames = tuple(meta.get("frames", ["final"] if kind in TRAINED else list(LANDSCAPE_FRAMES)))
     for frame in frames:
         if frame not in known_frames:
             raise ValueError(f"unknown frame {frame!r} for a {kind} study; "
                              f"choose from: {', '.join(known_frames)}")
     summary = tuple(meta.get("summary", []))
     curves = tuple(meta.get("curves", []))
-    if (summary or curves) and kind != "bandit":
-        raise ValueError("summary metrics and curves exist for bandit studies only")
+    if (summary or curves) and kind not in TRAINED:
+        raise ValueError(f"summary metrics and curves exist for {' and '.join(TRAINED)} studies only")
 
     base = dict(doc.get("base", {}))
     blocks = doc.get("grid", [{}])
