@@ -189,8 +189,13 @@ REGIMES = {
 
 
 def tree_config(objective: str, **settings) -> TreeConfig:
+    """A small tree run of ``objective``; the regime's ``ratio`` and ``agg`` are dropped where they would do
+    nothing (the config refuses them): one term per response, and ``agg`` without a per-token modifier."""
     base = dict(vocab=3, length=3, reward="answers:1,21;partial=0.3", steps=80, seeds=3, log_every=20,
                 objectives=(objective,), params={objective: SELECTIVE[objective]} if objective in SELECTIVE else {})
+    if objective in ("flowrl", "lad-theory"):
+        settings = {k: v for k, v in settings.items() if k != "ratio"
+                    and not (k == "agg" and "kl" not in settings and "entropy_coef" not in settings)}
     return TreeConfig(**{**base, **settings})
 
 
@@ -235,7 +240,7 @@ def test_a_tree_of_one_node_is_the_bandit(objective, mode, tmp_path):
                           refresh_every=2 if mode == "sampled" else 0, objectives=(objective,))
     np.save(tmp_path / "r.npy", bandit.reward_spec().expected_rewards())
     tree = TreeConfig(vocab=12, length=1, reward=str(tmp_path / "r.npy"), steps=150, seeds=3, log_every=50,
-                      init_std=0.2, eta=0.3, mode=mode, group_size=6, refresh_every=bandit.refresh_every,
+                      init_std=0.2, eta=0.3, mode=mode, group_size=bandit.group_size, refresh_every=bandit.refresh_every,
                       objectives=(objective,))
     b_traj, b_policy = train_bandit(bandit, objective)
     t_traj, t_policy = train_objective(tree, objective)
@@ -366,6 +371,11 @@ def test_train_gathers_a_tidy_frame():
     assert result.target.sum() == pytest.approx(1.0)
 
 
+def test_agg_acts_on_the_per_token_modifiers_of_a_response_level_objective():
+    config = TreeConfig(objectives=("flowrl",), agg="token-sum", kl="k2", steps=2)  # accepted: it weighs the KL
+    assert config.agg == "token-sum"
+
+
 def test_tree_settings_are_checked_before_any_work():
     for settings, fragment in [({"vocab": 1}, "--vocab"), ({"length": 0}, "--length"),
                                ({"agg": "mean"}, "--agg"), ({"ratio": "seq"}, "--ratio"),
@@ -407,6 +417,12 @@ def test_run_tree_writes_its_run_directory(tmp_path, capsys):
     (["--agg", "mean"], "--agg"),
     (["--ratio", "geo"], "--ratio"),
     (["-o", "nope"], "unknown objective"),
+    (["-o", "flowrl", "--ratio", "sequence"], "--ratio sequence does nothing"),
+    (["-o", "lad-theory", "--agg", "token-sum"], "--agg token-sum does nothing"),
+    (["--group-size", "4"], "--group-size 4 does nothing"),
+    (["--set", "flowrl.beta=3"], "not among the objectives trained"),
+    (["--device", "cuda:x"], "--device"),
+    (["--threads", "100000"], "--threads"),
 ])
 def test_run_tree_refuses_bad_input_in_one_line(args, fragment, tmp_path, capsys, monkeypatch):
     from cli_helpers import run_main

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ladsim.bandit.config import MODES, OBJECTIVES, OPTIMIZERS, BanditConfig
+from ladsim.bandit.config import OBJECTIVES, BanditConfig
+from ladsim.settings import MODES, OPTIMIZERS
 from ladsim.bandit.bench import SIZES
 from ladsim.bandit.metrics import SUMMARY_METRICS
 from ladsim.bandit.rewards import default_arms, load_prior

@@ -12,7 +12,9 @@ from ladsim.bandit.commands import console, progress_bar, summary_table
 from ladsim.divergences import DIVERGENCES
 from ladsim.llm.objective_loss import RATIOS
 from ladsim.llm.token_loss import AGG_MODES
-from ladsim.tree.config import MODES, OBJECTIVES, OPTIMIZERS
+from ladsim.resources import check_threads
+from ladsim.settings import MODES, OPTIMIZERS
+from ladsim.tree.config import OBJECTIVES
 from ladsim.tree.rewards import DEFAULT_ANSWERS
 
 TABLE_METRICS = ("js_to_target", "correct_mass", "mode_coverage", "entropy", "mean_length", "length_correct",
@@ -73,19 +75,14 @@ def run_tree(
     from ladsim.tree.config import TreeConfig
     from ladsim.tree.run import run_tree as run
 
-    config = TreeConfig(
+    check_threads(threads)
+    config = TreeConfig(  # the one validation pass over every setting, before any work
         vocab=vocab, length=length, reward=reward, objectives=tuple(objective), agg=agg, ratio=ratio, div=div,
         eta=eta, steps=steps, lr=lr, optimizer=optimizer, mode=mode, group_size=group_size,
         advantage_scale=advantage_scale, refresh_every=refresh_every, epochs=epochs, init_std=init_std, clip=clip,
         seeds=seeds, seed=seed, log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl,
         kl_beta=kl_beta, entropy_coef=entropy_coef, device=device)
-    if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
-    resolve_device(config.device)
-    unused = sorted(set(config.params) - set(config.objectives))
-    if unused:
-        raise ValueError(f"--set names {', '.join(unused)}, which is not among the objectives trained "
-                         f"({', '.join(config.objectives)}); add it with -o")
+    resolve_device(config.device)  # a clear error now, before any file is touched
     start = time.perf_counter()
     with progress_bar() as bar:
         task = bar.add_task(f"training {', '.join(config.objectives)}", total=config.steps * len(config.objectives))
