@@ -67,20 +67,24 @@ def _root(show_version: bool = typer.Option(False, "--version", callback=_versio
 
 def _register_run() -> None:
     from ladsim.bandit import commands
+    from ladsim.prompts import commands as prompts_commands
     from ladsim.tree import commands as tree_commands
 
     run_app.command("bandit")(commands.run_bandit)
     run_app.command("tree")(tree_commands.run_tree)
+    run_app.command("prompts")(prompts_commands.run_prompts)
 
 
 def _register_bench() -> None:
     from ladsim.bandit import commands as bandit_commands
     from ladsim.llm import commands as llm_commands
 
+    from ladsim.prompts import commands as prompts_commands
     from ladsim.tree import commands as tree_commands
 
     bench_app.command("bandit")(bandit_commands.bench_bandit)
     bench_app.command("tree")(tree_commands.bench_tree)
+    bench_app.command("prompts")(prompts_commands.bench_prompts)
     bench_app.command("loss")(llm_commands.bench_loss)
 
 

@@ -794,6 +794,162 @@ def plot_variant_curves(data, *, title: str = "", caption: str = "", axis: str =
     return fig
 
 
+# --- many prompts that share parameters (``ladsim.prompts``): pass@k against k ----------------------------
+
+COVERAGE_LABELS = {"solved_base_only": "base only", "solved_trained_only": "trained only", "solved_both": "both"}
+COVERAGE_COLORS = {"solved_base_only": "#30343f", "solved_trained_only": "#2a9d8f", "solved_both": "#bbbbbb"}
+# the variants' colours: VARIANT_COLORS without the base's (the dark grey of the target)
+PROMPT_COLORS = tuple(c for c in VARIANT_COLORS if c != OBJECTIVE_COLORS["target"]) + ("#9c6644",)
+
+
+def draw_passk(ax, curves: Mapping[str, tuple], colors: Mapping[str, str], base: tuple | None = None) -> None:
+    """pass@k against ``k`` (log2 axis): ``curves`` name -> ``(ks, mean, lo, hi)``, a line and its band each;
+    ``base`` the base policy's, in black."""
+    series = ({"base": base} if base is not None else {}) | dict(curves)
+    for name, (ks, mean, lo, hi) in series.items():
+        c = OBJECTIVE_COLORS["target"] if name == "base" else colors[name]
+        ax.fill_between(ks, lo, hi, color=c, alpha=0.15, lw=0)
+        ax.plot(ks, mean, color=c, lw=2.0 if name == "base" else 1.3, marker="o", ms=2.5, label=name,
+                ls="--" if name == "base" else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per prompt)")
+    ax.set_ylabel("pass@k, mean over prompts")
+
+
+def crossover_label(name: str, k: float | None, gap: float | None) -> str:
+    """``name (crossover k = 8, gap -0.036)``, or ``name (no crossover)``."""
+    if k is None or not np.isfinite(k):
+        return f"{name} (no crossover)"
+    return f"{name} (crossover k = {int(k)}, gap {gap:.2g})"
+
+
+def draw_gap(ax, gaps: Mapping[str, tuple], colors: Mapping[str, str], crossover: Mapping[str, float | None]
+             ) -> None:
+    """``pass@k(trained) - pass@k(base)`` against ``k``: name -> ``(ks, mean, lo, hi)``; below 0 the base is
+    ahead; each objective's crossover ``k`` (name -> ``k`` or ``None``: where its mean first drops below 0) is
+    marked."""
+    ax.axhline(0.0, color="#30343f", lw=0.8)
+    for name, (ks, mean, lo, hi) in gaps.items():
+        ax.fill_between(ks, lo, hi, color=colors[name], alpha=0.15, lw=0)
+        ax.plot(ks, mean, color=colors[name], lw=1.3, marker="o", ms=2.5, label=name)
+        k = crossover.get(name)
+        if k is not None and np.isfinite(k):
+            ax.plot([k], [np.interp(np.log2(k), np.log2(ks), mean)], marker="v", ms=8, color=colors[name],
+                    mec="white", ls="none")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (samples per prompt)")
+    ax.set_ylabel("pass@k trained - pass@k base")
+
+
+def draw_coverage(ax, coverage: Mapping[str, Mapping[str, Mapping[str, float]]], k_max: int) -> None:
+    """Grouped bars per objective: the expected share of prompts solved at ``k_max`` by a sample of the base
+    only, of the trained policy only, and of both (``coverage`` name -> metric -> ``{mean, lo, hi}``), with the
+    95% interval over seeds."""
+    names = list(coverage)
+    width = 0.8 / len(COVERAGE_LABELS)
+    for i, metric in enumerate(COVERAGE_LABELS):
+        x = np.arange(len(names)) - 0.4 + (i + 0.5) * width
+        mean = np.array([coverage[n][metric]["mean"] for n in names])
+        err = np.array([[mean[j] - coverage[n][metric]["lo"], coverage[n][metric]["hi"] - mean[j]]
+                        for j, n in enumerate(names)]).T
+        ax.bar(x, mean, width, yerr=err, color=COVERAGE_COLORS[metric], label=COVERAGE_LABELS[metric],
+               error_kw={"lw": 0.8, "capsize": 2})
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"share of prompts solved at k = {k_max}")
+
+
+def _passk_series(intervals, name_column: str, names: Sequence, policy: str) -> dict[str, tuple]:
+    """name -> ``(ks, mean, lo, hi)`` of ``policy`` rows (``ladsim.prompts.passk.passk_intervals``)."""
+    out = {}
+    for name in names:
+        rows = intervals[(intervals[name_column] == name) & (intervals["policy"] == policy)].sort_values("k")
+        out[str(name)] = tuple(rows[c].to_numpy() for c in ("k", "mean", "lo", "hi"))
+    return out
+
+
+def plot_prompts_run(intervals, coverage: Mapping[str, Mapping[str, Mapping[str, float]]],
+                     crossover: Mapping[str, int | None], gap: Mapping[str, float | None], *, k_max: int,
+                     title: str = ""):
+    """A many-prompt run directory's figure: pass@k against ``k`` for the base and each objective, the gap
+    ``trained - base`` (the crossover marked), and the coverage at ``k_max``; 95% intervals over seeds.
+
+    Args:
+        intervals: ``ladsim.prompts.passk.passk_intervals`` of the run's ``passk`` frame.
+        coverage: objective -> ``solved_*`` metric -> ``{mean, lo, hi}``.
+        crossover: objective -> its crossover ``k`` or ``None``; gap: objective -> ``trained - base`` there.
+    """
+    names = list(dict.fromkeys(intervals["objective"]))
+    colors = {n: objective_color(n) for n in names}
+    base = _passk_series(intervals, "objective", names[:1], "base")[str(names[0])]
+    with _style():
+        fig, axes = _figure(1, 3, figsize=(15, 4.2), gridspec_kw={"width_ratios": [1.2, 1.2, 1]})
+        draw_passk(axes[0], _passk_series(intervals, "objective", names, "trained"), colors, base)
+        axes[0].set_title("pass@k: base (dashed) and trained")
+        axes[0].legend(fontsize=8)
+        labels = {n: crossover_label(n, crossover.get(n), gap.get(n)) for n in names}
+        draw_gap(axes[1], {labels[n]: v for n, v in _passk_series(intervals, "objective", names, "gap").items()},
+                 {labels[n]: colors[n] for n in names}, {labels[n]: crossover.get(n) for n in names})
+        axes[1].set_title("trained - base (below 0: the base is ahead; ▼ crossover)")
+        axes[1].legend(fontsize=8, loc="lower left")
+        draw_coverage(axes[2], coverage, k_max)
+        axes[2].set_title(f"coverage at k = {k_max}")
+        axes[2].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+    return fig
+
+
+def plot_prompts_passk(data, *, title: str = "", caption: str = "", axis: str = "variant",
+                       rows: str = "regime"):
+    """The pass@k crossover study: one row of panels per value of the grid axis ``rows`` (e.g. on-policy,
+    frozen ``pi_old``), one line per value of ``axis`` (the variants): pass@k against ``k`` with the base
+    (dashed), the gap ``trained - base`` with each variant's crossover ``k`` and the gap there in the legend,
+    and the coverage at the grid's largest ``k``. Mean and 95% bootstrap interval over seeds.
+
+    ``data["passk"]``: ``<axis>, <rows>, objective, seed, k, policy, pass_at_k``; ``data["summary"]``:
+    ``<axis>, <rows>, objective, metric, seeds, mean, lo, hi`` with the ``solved_*`` metrics.
+    """
+    from ladsim.prompts.passk import crossovers, passk_intervals
+
+    passk, summary = data["passk"], data["summary"]
+    intervals = passk_intervals(passk, [axis, rows])
+    cross = crossovers(passk, [axis, rows])
+    variants = list(dict.fromkeys(passk[axis]))
+    colors = {str(v): PROMPT_COLORS[i % len(PROMPT_COLORS)] for i, v in enumerate(variants)}
+    row_values = list(dict.fromkeys(passk[rows]))
+    k_max = int(passk["k"].max())
+    with _style():
+        fig, axes = _figure(len(row_values), 3, figsize=(16, 4.4 * len(row_values)), squeeze=False,
+                            gridspec_kw={"width_ratios": [1.1, 1.3, 1]})
+        for ax_row, value in zip(axes, row_values):
+            part = intervals[intervals[rows] == value]
+            here = cross[cross[rows] == value].set_index(axis)
+            ks_of = here["crossover_k"]
+            labels = {str(v): crossover_label(str(v), ks_of[v], here.loc[v, "gap"]) for v in variants}
+            named = {labels[str(v)]: colors[str(v)] for v in variants}
+            base = _passk_series(part, axis, variants[:1], "base")[str(variants[0])]
+            trained = {labels[k]: v for k, v in _passk_series(part, axis, variants, "trained").items()}
+            gaps = {labels[k]: v for k, v in _passk_series(part, axis, variants, "gap").items()}
+            draw_passk(ax_row[0], trained, named, base)
+            ax_row[0].set_title(f"{value}: pass@k, base dashed", fontsize=10)
+            draw_gap(ax_row[1], gaps, named, {labels[str(v)]: ks_of[v] for v in variants})
+            ax_row[1].set_title(f"{value}: trained - base (▼ crossover)", fontsize=10)
+            ax_row[1].legend(fontsize=7, loc="lower left")
+            s = summary[summary[rows] == value]
+            coverage = {str(v): {m: s[(s[axis] == v) & (s["metric"] == m)].iloc[0][["mean", "lo", "hi"]].to_dict()
+                                 for m in COVERAGE_LABELS} for v in variants}
+            draw_coverage(ax_row[2], coverage, k_max)
+            ax_row[2].set_title(f"{value}: coverage at k = {k_max}", fontsize=10)
+        axes[0, 2].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        seeds = int(intervals["seeds"].min())
+        fig.suptitle((f"{title}\n" if title else "") + f"mean and 95% bootstrap interval over {seeds} seeds")
+        fig.tight_layout()
+        _caption(fig, caption)
+    return fig
+
+
 FIGURES = {
     "distribution": plot_distribution_figure,
     "landscape": plot_landscape_figure,
@@ -804,4 +960,5 @@ FIGURES = {
     "tree_targets": plot_tree_targets,
     "tree_sweep": plot_tree_sweep,
     "variant_curves": plot_variant_curves,
+    "prompts_passk": plot_prompts_passk,
 }
