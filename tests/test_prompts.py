@@ -389,3 +389,25 @@ def test_the_bench_times_both_engines_on_the_same_run():
         assert len(r["fused_runs"]) == 1 and r["fused_s"] > 0 and r["autograd_s"] > 0
         assert r["max_policy_diff"] < TOL  # the same policy from both engines
 
+
+# --- the study ------------------------------------------------------------------------------------------------
+
+def test_the_crossover_study_runs_and_draws_at_a_tiny_size(tmp_path):
+    from pathlib import Path
+
+    from ladsim import plots, studies
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "fig11_prompts_passk.toml"
+    study = studies.load_study(path, overrides={"steps": 20, "seeds": 3, "log_every": 10, "prompts": 6})
+    assert study.kind == "prompts" and len(study.runs) == 16
+    result = studies.run_study(study, tmp_path / "cache")
+    studies.save_data(result, tmp_path / "data")
+    data = studies.load_data(study, tmp_path / "data")
+    passk = data["passk"]
+    assert set(passk["regime"]) == {"on-policy", "frozen pi_old"} and passk["k"].max() == 1024
+    # every variant shares its seeds' random setting, whatever its objective: the base rows are equal
+    base = passk[passk["policy"] == "base"].groupby(["seed", "k"])["pass_at_k"].agg(["min", "max"])
+    assert (base["max"] == base["min"]).all()
+    fig = plots.FIGURES[study.figure](data, title=study.title, caption=study.caption, **study.plot)
+    (png,) = plots.save_figure(fig, tmp_path / study.name, formats=("png",))
+    assert png.stat().st_size > 10_000

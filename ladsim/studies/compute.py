@@ -17,12 +17,22 @@ Frames = dict[str, pd.DataFrame]
 
 
 def compute_run(run: Run) -> Frames:
-    """Train one run (no cache). Bandit and tree: ``{final, trajectory, policy}``; landscape: ``run_landscape``."""
+    """Train one run (no cache). Bandit and tree: ``{final, trajectory, policy}``; prompts: ``{final, trajectory,
+    passk, prompts}``; landscape: ``run_landscape``."""
     if run.kind == "landscape":
         from ladsim.bandit.landscape import run_landscape
 
         return run_landscape(run.config)
     from ladsim.bandit.run import final_rows
+    if run.kind == "prompts":
+        from ladsim.prompts.run import check_finite, passk_frame, prompts_frame
+        from ladsim.prompts.trainer import train
+
+        result = train(run.config)
+        check_finite(result)  # a diverged run is an error, never cached NaN data
+        final = final_rows(result.metrics).reset_index(drop=True)
+        return {"final": final, "trajectory": result.metrics, "passk": passk_frame(result),
+                "prompts": prompts_frame(result)}
     if run.kind == "tree":
         from ladsim.tree.run import check_finite, final_policy_frame
         from ladsim.tree.trainer import train_tree as train

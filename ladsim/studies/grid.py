@@ -20,8 +20,8 @@ from typing import Any
 
 from ladsim.studies.cache import run_key
 
-KINDS = ("bandit", "tree", "landscape")
-TRAINED = ("bandit", "tree")  # kinds whose runs train objectives over seeds (frames final, trajectory, policy)
+KINDS = ("bandit", "tree", "prompts", "landscape")
+TRAINED = ("bandit", "tree", "prompts")  # kinds whose runs train objectives over seeds (frames final, trajectory, ...)
 
 
 def config_class(kind: str):
@@ -33,6 +33,10 @@ def config_class(kind: str):
         from ladsim.tree.config import TreeConfig
 
         return TreeConfig
+    if kind == "prompts":
+        from ladsim.prompts.config import PromptsConfig
+
+        return PromptsConfig
     from ladsim.bandit.landscape import LandscapeConfig
 
     return LandscapeConfig

@@ -4,7 +4,7 @@ A study file (``studies/*.toml``)::
 
     [study]
     name = "fig3_eta"              # default: the file's stem; also the figure's file name
-    kind = "bandit"                # "bandit" (ladsim.bandit), "tree" (ladsim.tree) or "landscape"
+    kind = "bandit"                # "bandit" (ladsim.bandit), "tree" (ladsim.tree), "prompts" or "landscape"
     figure = "eta_sweep"           # the plot function (ladsim.plots.FIGURES) that draws the data
     title = "..."                  # the figure's title
     frames = ["final"]             # the frames saved as figure data (see below)
@@ -26,7 +26,9 @@ A study file (``studies/*.toml``)::
 
 Frames of a bandit or tree run: ``final`` (objective, seed and every metric at the last step), ``trajectory``
 (every logged step), ``policy`` (objective, seed, arm, probability, target, reward; a tree's has ``response,
-length`` for ``arm``). Frames of a landscape run:
+length`` for ``arm``). Frames of a prompts run: ``final``, ``trajectory``, ``passk`` (objective, seed, k,
+policy, pass_at_k) and ``prompts`` (objective, seed, prompt, rho and entropy at the base and at the end:
+``ladsim.prompts.run``). Frames of a landscape run:
 ``grid``, ``trajectory``, ``optimum`` (``ladsim.bandit.landscape.run_landscape``). Each saved frame carries the
 grid's columns first. With ``summary`` the study also returns ``summary``: one row per grid point, objective
 and metric with ``mean, lo, hi`` (``scipy.stats.bootstrap``, percentile method, 95%) over seeds. ``pools``
@@ -57,6 +59,7 @@ from typing import Any
 from ladsim.studies.grid import KINDS, TRAINED, Run, expand_grid
 
 BANDIT_FRAMES = ("final", "trajectory", "policy")
+PROMPTS_FRAMES = ("final", "trajectory", "passk", "prompts")  # ladsim.prompts.run's passk.csv and prompts.csv
 LANDSCAPE_FRAMES = ("grid", "trajectory", "optimum")
 STUDY_KEYS = {"name", "kind", "figure", "title", "caption", "frames", "summary", "curves", "pools", "executor"}
 EXECUTORS = ("local", "ray")  # where a study's runs are computed (ladsim.studies.execute)
@@ -166,7 +169,7 @@ def parse_study(doc: dict, path: Path, overrides: dict[str, Any]) -> Study:
     kind = meta.get("kind", "bandit")
     if kind not in KINDS:
         raise ValueError(f"unknown study kind {kind!r}; choose from: {', '.join(KINDS)}")
-    known_frames = BANDIT_FRAMES if kind in TRAINED else LANDSCAPE_FRAMES
+    known_frames = PROMPTS_FRAMES if kind == "prompts" else BANDIT_FRAMES if kind in TRAINED else LANDSCAPE_FRAMES
     frames = tuple(meta.get("frames", ["final"] if kind in TRAINED else list(LANDSCAPE_FRAMES)))
     for frame in frames:
         if frame not in known_frames:
