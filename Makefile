@@ -41,6 +41,7 @@ lint: install
 bench: install
 	$(BIN)/ladsim bench bandit
 	$(BIN)/ladsim bench tree
+	$(BIN)/ladsim bench prompts
 	$(BIN)/ladsim bench loss
 
 figures: install
