@@ -18,10 +18,14 @@ import numpy as np
 from ladsim.io import atomic_file
 
 OBJECTIVE_COLORS = {"grpo": "#d1495b", "lad": "#00798c", "lad-theory": "#edae49", "target": "#30343f",
-                    "entadv": "#8e6c8a", "clip-cov": "#f08a4b", "kl-cov": "#6a994e", "flowrl": "#3d5a80"}
+                    "entadv": "#8e6c8a", "clip-cov": "#f08a4b", "kl-cov": "#6a994e", "flowrl": "#3d5a80",
+                    "cispo": "#b5651d", "gspo": "#7b2cbf", "sapo": "#2a9d8f", "gmpo": "#9c6644", "dppo-tv": "#e76f51",
+                    "dppo-kl": "#bc4749", "gpg": "#6c757d", "dro": "#457b9d", "luspo": "#c77dff", "vespo": "#588157"}
 OBJECTIVE_LABELS = {"grpo": "GRPO", "lad": "LAD (practical)", "lad-theory": "LAD (theoretical)",
                     "target": r"target $P_A \propto \pi_{old}\,e^{A/\eta}$", "entadv": "EntAdv",
-                    "clip-cov": "Clip-Cov", "kl-cov": "KL-Cov", "flowrl": "FlowRL"}
+                    "clip-cov": "Clip-Cov", "kl-cov": "KL-Cov", "flowrl": "FlowRL", "cispo": "CISPO", "gspo": "GSPO",
+                    "sapo": "SAPO", "gmpo": "GMPO", "dppo-tv": "DPPO-TV", "dppo-kl": "DPPO-KL", "gpg": "GPG",
+                    "dro": "DRO", "luspo": "LUSPO", "vespo": "VESPO"}
 
 # Line styles tell apart objectives whose curves coincide (the advantage maximizers often do).
 OBJECTIVE_LINESTYLES = {"entadv": "--", "clip-cov": ":", "kl-cov": "-.", "lad-theory": (0, (4, 1, 1, 1))}
