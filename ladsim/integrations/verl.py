@@ -33,6 +33,20 @@ losses read from the actor config, under ladsim's names (:func:`_verl_defaults`:
 ``vanilla``, ``ladsim-kl-cov`` reads ``kl_cov_ratio`` like ``kl_cov``); the keyword arguments given to
 :func:`make_policy_loss` / :func:`register`; and ``config.policy_loss.params``.
 
+The catalogue's losses (:mod:`ladsim.objectives.catalogue`) run as verl's own do: ``ladsim-cispo``, ``-gspo``,
+``-sapo``, ``-gmpo``, ``-dppo-tv``, ``-dppo-kl``, ``-gpg``, ``-dro`` equal verl's ``cispo``, ``gspo``, ``sapo``,
+``geo_mean``, ``dppo_tv``, ``dppo_kl``, ``gpg``, ``dro`` on the same call (tests/integration/verl/
+test_verl_catalogue.py), reading the same actor-config fields (:func:`_verl_defaults`), with verl's exceptions
+to ``loss_agg_mode``: ``sapo`` always aggregates ``seq-mean-token-mean``; ``gmpo`` (verl's ``geo_mean``) is the
+plain mean over the micro-batch's responses, empty ones included, without ``global_batch_info``, its
+``rollout_is_weights`` the geometric mean over each response's tokens. Response-unit objectives (``gspo``,
+``gmpo``) read the ``sequence-mean`` ratio (:func:`ladsim.objectives.catalogue.token_ratio`; another ``ratio`` is
+refused); GSPO's gradient then flows through the response's mean log-ratio, where verl's token form passes each
+token its own (the same whenever a token's weight times its advantage is constant over its response: outcome
+advantages, no per-token ``rollout_is_weights``; otherwise each token gets the response mean of verl's token
+gradients). ``ladsim-luspo`` and ``ladsim-vespo`` are TRL's losses, for verl runs (TRL's ``luspo`` aggregation is
+``loss_agg_mode=seq-mean-token-sum`` with ``policy_loss.ratio=sequence-mean``).
+
 Normalization follows verl's ``agg_loss`` (``config.global_batch_info``): ``token-mean`` divides by the global
 ``batch_num_tokens``, the sequence modes by ``global_batch_size``, ``-norm`` also by ``loss_scale_factor`` (default
 the padded length), and every mode is multiplied by ``dp_size``, so the micro-batch losses of one mini-batch
@@ -60,15 +74,19 @@ from ladsim.llm.objective_loss import (
     token_objectives,
 )
 from ladsim.llm.token_loss import AGG_MODES, bool_mask, expand_advantages
+from ladsim.objectives.catalogue import token_inputs, token_ratio
 
 PREFIX = "ladsim-"
 PROVIDES = ()  # verl passes a policy loss no entropy and no reference log-probs
 PolicyLossFn = Callable[..., tuple[Tensor, dict[str, Any]]]
+# verl's losses that aggregate one way whatever loss_agg_mode says (compute_policy_loss_sapo)
+FIXED_AGGREGATION = {"sapo": "seq-mean-token-mean"}
 
 
 @dataclass
 class PolicyLossConfig(VerlPolicyLossConfig):
-    """verl's ``PolicyLossConfig`` plus ladsim's ``params`` (the objective's parameters) and ``ratio``.
+    """verl's ``PolicyLossConfig`` plus ladsim's ``params`` (the objective's parameters) and ``ratio`` (``None``:
+    the objective's own, ``token`` or, for a response-unit objective, ``sequence-mean``).
 
     Named as ``actor_rollout_ref.actor.policy_loss._target_``, hydra instantiates it in every verl worker,
     which imports this module and so registers the ``ladsim-*`` losses there. A ``ladsim-*`` ``loss_mode`` is
@@ -76,13 +94,15 @@ class PolicyLossConfig(VerlPolicyLossConfig):
     """
 
     params: dict = field(default_factory=dict)
-    ratio: str = "token"
+    ratio: str | None = None
 
     def __post_init__(self) -> None:
-        if self.ratio not in RATIOS:
+        if self.ratio is not None and self.ratio not in RATIOS:
             raise ValueError(f"policy_loss.ratio must be one of {', '.join(RATIOS)}, got {self.ratio!r}")
         if str(self.loss_mode).startswith(PREFIX):
-            make_token_params(_objective_of(self.loss_mode), dict(self.params))
+            objective = _objective_of(self.loss_mode)
+            make_token_params(objective, dict(self.params))
+            token_ratio(objective, self.ratio)
 
 
 @dataclass
@@ -121,7 +141,12 @@ def _verl_defaults(objective: str, config: Any) -> dict[str, Any]:
     PPO clip (``vanilla``): ``eps_low``/``eps_high`` <- ``clip_ratio_low``/``clip_ratio_high`` (else
     ``clip_ratio``), ``clip_ratio_c`` <- ``clip_ratio_c``, ``log_ratio_clamp`` <- 20 (verl's fixed clamp);
     ``clip-cov``: ``ratio``/``lb``/``ub`` <- ``policy_loss.clip_cov_ratio``/``clip_cov_lb``/``clip_cov_ub``;
-    ``kl-cov``: ``ratio``/``coef`` <- ``policy_loss.kl_cov_ratio``/``ppo_kl_coef``.
+    ``kl-cov``: ``ratio``/``coef`` <- ``policy_loss.kl_cov_ratio``/``ppo_kl_coef``. The catalogue: cispo,
+    gspo, gmpo, luspo take the clip ratios as ``eps_low``/``eps_high`` and cispo, sapo, dppo the clamp 20 like
+    the PPO clip; ``sapo``: ``tau_pos``/``tau_neg`` <- ``tau_pos``/``tau_neg``; ``dppo-tv``/``dppo-kl``:
+    ``delta_low``/``delta_high`` <- the clip ratios (verl's divergence thresholds), ``ratio_cap`` <-
+    ``clip_ratio_c`` (verl: 20 where the config has none); ``dro``: ``beta`` <- ``policy_loss.dro_beta``
+    (verl requires it; unset, ladsim's default).
     """
     if config is None:
         return {}
@@ -134,6 +159,13 @@ def _verl_defaults(objective: str, config: Any) -> dict[str, Any]:
         out.update(ratio=pl.get("clip_cov_ratio"), lb=pl.get("clip_cov_lb"), ub=pl.get("clip_cov_ub"))
     if objective == "kl-cov" and pl is not None:
         out.update(ratio=pl.get("kl_cov_ratio"), coef=pl.get("ppo_kl_coef"))
+    if objective == "sapo":
+        out.update(tau_pos=getattr(config, "tau_pos", None), tau_neg=getattr(config, "tau_neg", None))
+    if objective in ("dppo-tv", "dppo-kl"):
+        out.update(delta_low=out["eps_low"], delta_high=out["eps_high"],
+                   ratio_cap=getattr(config, "clip_ratio_c", None))
+    if objective == "dro" and pl is not None:
+        out.update(beta=pl.get("dro_beta"))
     return out
 
 
@@ -198,18 +230,29 @@ def _metrics(params: Any, log_prob: Tensor, old_log_prob: Tensor, advantages: Te
         return out
 
 
-def make_policy_loss(objective: str, *, ratio: str = "token", **params: Any) -> PolicyLossFn:
+def _geometric_row_mean(weights: Tensor, keep: Tensor) -> Tensor:
+    """verl's ``geo_mean`` weights: ``exp(sum_t m log(w_t + 1e-10) / (sum_t m + 1e-8))`` per response, broadcast
+    over its tokens, ``(B, T)``."""
+    m = keep.to(weights.dtype)
+    log_w = (torch.log(weights + 1e-10) * m).sum(-1, keepdim=True) / (m.sum(-1, keepdim=True) + 1e-8)
+    return torch.exp(log_w).expand_as(weights)
+
+
+def make_policy_loss(objective: str, *, ratio: str | None = None, **params: Any) -> PolicyLossFn:
     """A verl 0.9.1 policy loss computing ladsim's ``objective`` (module docstring for the conventions).
 
     Returns ``fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean", config=None,
     rollout_is_weights=None) -> (loss, metrics)``: ``(B, T)`` tensors (``advantages`` also ``(B,)``),
     ``loss_agg_mode`` any of verl's five, ``config`` verl's ``ActorConfig`` (or ``None``), ``rollout_is_weights``
     ``(B, T)`` or ``None``; ``metrics`` has verl's keys (:func:`_metrics`). ``params`` are the objective's
-    parameters fixed at registration (checked now: unknown names raise ``ValueError``).
+    parameters fixed at registration (checked now: unknown names raise ``ValueError``). ``ratio``: ``None`` for
+    the objective's own (:func:`ladsim.objectives.catalogue.token_ratio`), overridden by
+    ``config.policy_loss.ratio`` where that is set.
     """
     check_token_objective(objective, PROVIDES)
-    if ratio not in RATIOS:
+    if ratio is not None and ratio not in RATIOS:
         raise ValueError(f"unknown ratio {ratio!r}; choose one of: {', '.join(RATIOS)}")
+    token_ratio(objective, ratio)
     make_token_params(objective, params)
 
     def policy_loss(old_log_prob: Tensor, log_prob: Tensor, advantages: Tensor, response_mask: Tensor,
@@ -218,11 +261,18 @@ def make_policy_loss(objective: str, *, ratio: str = "token", **params: Any) -> 
         if loss_agg_mode not in AGG_MODES:
             raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(AGG_MODES)}")
         resolved, config_ratio = _resolve_params(objective, params, config)
-        use_ratio = config_ratio or ratio
+        lp, old, use_ratio = token_inputs(objective, log_prob, old_log_prob, advantages, response_mask, resolved,
+                                          config_ratio or ratio)
         info = dict(getattr(config, "global_batch_info", None) or {})
-        loss = objective_token_loss(objective, log_prob, old_log_prob, advantages, response_mask, params=resolved,
-                                    loss_agg_mode=loss_agg_mode, ratio=use_ratio, token_weights=rollout_is_weights,
-                                    **_normalizers(loss_agg_mode, info))
+        mode = FIXED_AGGREGATION.get(objective, loss_agg_mode)
+        if objective == "gmpo":  # verl's geo_mean: the mean over this micro-batch's responses, nothing global
+            agg = {"loss_agg_mode": "seq-mean-token-mean", "empty_rows": "include"}
+            if rollout_is_weights is not None:
+                rollout_is_weights = _geometric_row_mean(rollout_is_weights, bool_mask(response_mask))
+        else:
+            agg = {"loss_agg_mode": mode, **_normalizers(mode, info)}
+        loss = objective_token_loss(objective, lp, old, advantages, response_mask, params=resolved, ratio=use_ratio,
+                                    token_weights=rollout_is_weights, **agg)
         return loss, _metrics(resolved, log_prob, old_log_prob, advantages, response_mask, use_ratio)
 
     policy_loss.__name__ = f"ladsim_{objective.replace('-', '_')}_policy_loss"
@@ -230,7 +280,7 @@ def make_policy_loss(objective: str, *, ratio: str = "token", **params: Any) -> 
     return policy_loss
 
 
-def register(objective: str, name: str | None = None, *, ratio: str = "token", **params: Any) -> PolicyLossFn:
+def register(objective: str, name: str | None = None, *, ratio: str | None = None, **params: Any) -> PolicyLossFn:
     """Register ``make_policy_loss(objective, ratio=ratio, **params)`` with verl as ``name``
     (default ``ladsim-<objective>``) and return it; a second registration of a name replaces the first."""
     fn = make_policy_loss(objective, ratio=ratio, **params)
