@@ -24,6 +24,20 @@ overrides exactly that method and keeps everything else of TRL (generation, rewa
    ``dapo``      ``token-mean`` over the accumulation window's token count (``num_items_in_batch``)
    ============  =====================================================================================
 
+   TRL's loss types that are losses of their own are computed by ladsim's objective of the same name (the
+   ``objective`` must then be that one), with TRL's aggregation for them and their parameters from TRL's config
+   (:func:`_trl_defaults`; ``objective_params`` still override):
+
+   ============  =====================================================================================
+   ``cispo``     objective ``cispo``, ``dapo``'s aggregation; TRL's weight cap ``epsilon_high`` is
+                 ``1 + eps_high``, no lower bound, no log-ratio clamp
+   ``sapo``      objective ``sapo``, ``grpo``'s aggregation; ``sapo_temperature_pos``/``_neg``, no clamp
+   ``luspo``     objective ``luspo``, ``seq-mean-token-sum`` over all ``B`` rows: ``sum_t m l``, mean over
+                 rows (each response weighs by its length); the clip from ``epsilon``/``epsilon_high``
+   ``vespo``     objective ``vespo``, ``dapo``'s aggregation; ``vespo_k_pos``... ``vespo_lambda_neg``; its
+                 weight reads each response's summed log-ratio (``ladsim.objectives.catalogue.token_inputs``)
+   ============  =====================================================================================
+
 4. adds ``beta * k3`` to the reference model, aggregated the same way, when ``beta != 0`` (TRL's KL term,
    times the importance ratio when ``use_bias_correction_kl``, TRL's default);
 5. divides by ``self.current_gradient_accumulation_steps`` in training (``dapo`` is already normalized by
@@ -32,9 +46,11 @@ overrides exactly that method and keeps everything else of TRL (generation, rewa
    accumulation division) and ``ladsim/approx_kl`` (masked mean of ``old_logp - logp``) in TRL's logs.
 
 ``importance_sampling_level="sequence"`` uses the length-normalized sequence ratio of TRL (GSPO, ladsim's
-``ratio="sequence-mean"``). TRL features that are losses of their own (``loss_type`` ``cispo``, ``sapo``,
-``luspo``, ``vespo``), ``delta`` two-sided clipping and the entropy bonus
-(``entropy_coef``) are refused with a ``ValueError`` when the trainer is built.
+``ratio="sequence-mean"``); the response-unit objectives (``gspo``, ``gmpo``) need it. Refused with a
+``ValueError`` when the trainer is built: ``delta`` two-sided clipping and the entropy bonus (``entropy_coef``),
+TRL's GRPO-specific options; a loss type of its own with another objective; ``gspo``/``gmpo`` at the token
+level; ``vespo`` with vLLM's importance-sampling correction (TRL folds that ratio into VESPO's sequence weight,
+which ladsim's token path does not carry).
 """
 
 from __future__ import annotations
@@ -56,8 +72,11 @@ from ladsim.llm.objective_loss import (
     token_objectives,
 )
 from ladsim.llm.token_loss import agg_loss, bool_mask
+from ladsim.objectives.catalogue import token_inputs, token_ratio
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")  # TRL's loss types that only aggregate: any objective
+OWN_LOSSES = ("cispo", "sapo", "luspo", "vespo")  # TRL's losses of their own: ladsim's objective of that name
+WINDOW_MEAN = ("dapo", "cispo", "vespo")         # normalized by the accumulation window's token count
 PROVIDES = ("entropy",)  # TRL computes per-token entropies in _compute_loss
 # ladsim's settings, with their defaults (practical LAD, eta 1, JS): the trainer's keywords and the config's fields
 DEFAULTS: dict[str, Any] = {"objective": "lad", "eta": 1.0, "div": "js", "objective_params": None}
@@ -78,10 +97,28 @@ def _as_dict(objective_params: Mapping[str, Any] | str | None) -> dict[str, Any]
     return dict(value)
 
 
+def _trl_defaults(objective: str, args: Any) -> dict[str, Any]:
+    """The parameters TRL's own loss of that name reads from its config (``args``, a ``GRPOConfig``), under
+    ladsim's names: ``cispo``: ``eps_high = epsilon_high - 1`` (TRL caps the weight at ``epsilon_high``
+    itself, default ``epsilon``), ``eps_low = None``, ``log_ratio_clamp = None``; ``sapo``: ``tau_pos``/
+    ``tau_neg`` <- ``sapo_temperature_pos``/``_neg``, ``log_ratio_clamp = None``; ``vespo``: ``k_pos``,
+    ``lambda_pos``, ``k_neg``, ``lambda_neg`` <- ``vespo_*``. Other objectives: none."""
+    if objective == "cispo":
+        high = args.epsilon if args.epsilon_high is None else args.epsilon_high
+        return {"eps_low": None, "eps_high": high - 1.0, "log_ratio_clamp": None}
+    if objective == "sapo":
+        return {"tau_pos": args.sapo_temperature_pos, "tau_neg": args.sapo_temperature_neg, "log_ratio_clamp": None}
+    if objective == "vespo":
+        return {name: getattr(args, f"vespo_{name}") for name in ("k_pos", "lambda_pos", "k_neg", "lambda_neg")}
+    return {}
+
+
 def _parameters(objective: str, eta: float, div: str, objective_params: Mapping[str, Any] | str | None,
-                eps_low: float | None = None, eps_high: float | None = None) -> Any:
+                eps_low: float | None = None, eps_high: float | None = None,
+                trl: Mapping[str, Any] | None = None) -> Any:
     """The objective's parameters object, later sources winning: its defaults; ``eta``, ``div``; ``eps_low``/
-    ``eps_high`` (TRL's ``epsilon``/``epsilon_high``, for objectives with a PPO clip); ``objective_params``.
+    ``eps_high`` (TRL's ``epsilon``/``epsilon_high``, for objectives with a PPO clip); ``trl``, what TRL's own
+    loss of that name reads (:func:`_trl_defaults`); ``objective_params``.
 
     ``ValueError`` for an unknown objective or parameter, ``eta``/``div`` away from :data:`DEFAULTS` for an
     objective without them, and ``eta``/``div`` contradicted by ``objective_params``.
@@ -102,6 +139,7 @@ def _parameters(objective: str, eta: float, div: str, objective_params: Mapping[
     for name, value in {"eps_low": eps_low, "eps_high": eps_high}.items():
         if name in fields and value is not None:
             values[name] = value
+    values.update({name: value for name, value in (trl or {}).items() if name in fields})
     return make_token_params(objective, {**values, **extra})
 
 
@@ -129,9 +167,35 @@ class LadsimGRPOConfig(GRPOConfig):
         self.objective_parameters()  # unknown objective or parameter: ValueError now, not mid-training
 
     def objective_parameters(self) -> Any:
-        """The objective's parameters object (defaults < eta/div < epsilon/epsilon_high < ``objective_params``)."""
-        high = self.epsilon if self.epsilon_high is None else self.epsilon_high
-        return _parameters(self.objective, self.eta, self.div, self.objective_params, self.epsilon, high)
+        """The objective's parameters object (defaults < eta/div < epsilon/epsilon_high < TRL's own loss's
+        fields < ``objective_params``)."""
+        return _parameters_of({name: getattr(self, name) for name in DEFAULTS}, self)
+
+
+def _parameters_of(settings: dict[str, Any], args: GRPOConfig) -> Any:
+    """:func:`_parameters` of ladsim's ``settings`` under TRL's config ``args``: its clip ``epsilon``/
+    ``epsilon_high`` (default ``epsilon``) and what TRL's own loss of that name reads (:func:`_trl_defaults`)."""
+    high = args.epsilon if args.epsilon_high is None else args.epsilon_high
+    return _parameters(**settings, eps_low=args.epsilon, eps_high=high, trl=_trl_defaults(settings["objective"], args))
+
+
+def check_catalogue_settings(objective: str, args: GRPOConfig) -> None:
+    """The TRL settings of ``args`` a catalogue objective cannot honour, refused in one line (``ValueError``): a
+    loss type of its own with another objective; the token level for a response-unit objective (gspo, gmpo);
+    vLLM's importance-sampling correction for vespo (TRL folds that ratio into VESPO's sequence weight)."""
+    if args.loss_type in OWN_LOSSES and objective != args.loss_type:
+        raise ValueError(f"loss_type {args.loss_type!r} is a loss of its own (TRL's), computed by ladsim's objective "
+                         f"{args.loss_type!r}: pass objective={args.loss_type!r}, or choose the aggregation of "
+                         f"objective {objective!r}: {', '.join(LOSS_TYPES)}")
+    level = args.importance_sampling_level
+    try:
+        token_ratio(objective, "sequence-mean" if level == "sequence" else "token")
+    except ValueError:
+        raise ValueError(f"objective {objective!r} is one term per response (the sequence-mean ratio): set "
+                         f"importance_sampling_level='sequence', got {level!r}") from None
+    if objective == "vespo" and args.use_vllm and args.vllm_importance_sampling_correction:
+        raise ValueError("objective 'vespo' with vllm_importance_sampling_correction: TRL folds vLLM's ratio into "
+                         "VESPO's sequence weight, which ladsim's token path does not carry; turn it off")
 
 
 def _settings(args: Any, given: dict[str, Any]) -> dict[str, Any]:
@@ -170,30 +234,39 @@ class LadsimGRPOTrainer(GRPOTrainer):
                  objective_params: Mapping[str, Any] | str | None = None, **kwargs: Any) -> None:
         settings = _settings(args, {"objective": objective, "eta": eta, "div": div,
                                     "objective_params": objective_params})
-        _parameters(**settings)  # unknown objective or parameter: ValueError before TRL loads the model
+        # unknown objective or parameter, what the catalogue cannot honour: ValueError before TRL loads the model
+        if args is None:
+            _parameters(**settings)
+        else:
+            _parameters_of(settings, args)
+            check_catalogue_settings(settings["objective"], args)
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
         a = self.args
-        if self.loss_type not in LOSS_TYPES:
+        objective = settings["objective"]
+        if self.loss_type not in LOSS_TYPES + OWN_LOSSES:
             raise ValueError(f"loss_type {self.loss_type!r} is a loss of its own; with a ladsim objective choose "
                              f"the aggregation: {', '.join(LOSS_TYPES)}")
         refused = {"delta": a.delta is not None, "entropy_coef/use_adaptive_entropy": self._entropy_bonus_enabled}
         for name, on in refused.items():
             if on:
                 raise ValueError(f"{name} is not supported by LadsimGRPOTrainer (TRL's GRPO-specific option)")
-        self.ladsim_objective = settings["objective"]
-        self.ladsim_params = _parameters(**settings, eps_low=self.epsilon_low, eps_high=self.epsilon_high)
+        check_catalogue_settings(objective, a)
+        self.ladsim_objective = objective
+        self.ladsim_params = _parameters_of(settings, a)
         self.ladsim_ratio = "sequence-mean" if self.importance_sampling_level == "sequence" else "token"
 
     def _aggregation(self, inputs: dict[str, Any], batch_size: int, train: bool) -> dict[str, Any]:
         """TRL's normalization for ``self.loss_type`` as :func:`ladsim.llm.token_loss.agg_loss` arguments."""
-        if self.loss_type == "grpo":
+        if self.loss_type in ("grpo", "sapo"):
             return {"loss_agg_mode": "seq-mean-token-mean", "empty_rows": "include"}
+        if self.loss_type == "luspo":  # TRL: (l m).sum(-1).mean(), every row counted
+            return {"loss_agg_mode": "seq-mean-token-sum", "empty_rows": "include"}
         if self.loss_type == "bnpo":
             return {"loss_agg_mode": "token-mean"}
         if self.loss_type == "dr_grpo":
             return {"loss_agg_mode": "seq-mean-token-sum-norm", "norm_length": self.max_completion_length,
                     "n_seqs": batch_size}
-        tokens = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        tokens = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes  # dapo, cispo, vespo
         if train:  # num_items_in_batch counts the whole generation batch; one window is GA / steps_per_generation
             tokens = tokens * self.current_gradient_accumulation_steps / self.args.steps_per_generation
         return {"loss_agg_mode": "token-mean", "n_tokens": tokens}
@@ -232,8 +305,10 @@ class LadsimGRPOTrainer(GRPOTrainer):
 
         agg = self._aggregation(inputs, logps.size(0), train)
         weights = self._token_weights(inputs, logps, old, entropies, mask, advantages)
-        loss = objective_token_loss(self.ladsim_objective, logps, old, advantages, mask, params=self.ladsim_params,
-                                    ratio=self.ladsim_ratio, token_weights=weights, entropy=entropies, **agg)
+        lp, old_in, ratio = token_inputs(self.ladsim_objective, logps, old, advantages, mask, self.ladsim_params,
+                                         self.ladsim_ratio)
+        loss = objective_token_loss(self.ladsim_objective, lp, old_in, advantages, mask, params=self.ladsim_params,
+                                    ratio=ratio, token_weights=weights, entropy=entropies, **agg)
         keep = bool_mask(mask)
         if self.beta != 0.0:
             t = (inputs["ref_per_token_logps"] - logps).float()  # log pi_ref - log pi
@@ -244,7 +319,7 @@ class LadsimGRPOTrainer(GRPOTrainer):
             loss = loss + self.beta * agg_loss(per_token_kl, mask, mode_arg, **agg)
             self._metrics[mode]["kl"].append(self._global_masked_mean(per_token_kl, keep))
         self._metrics[mode]["ladsim/loss"].append(self.accelerator.gather(loss.detach()).mean().item())
-        if self.loss_type != "dapo" and train:
+        if self.loss_type not in WINDOW_MEAN and train:
             loss = loss / self.current_gradient_accumulation_steps
         if self.aux_loss_enabled:
             normalizer = self.current_gradient_accumulation_steps if train else 1.0
