@@ -16,6 +16,12 @@ profiler over 200 steps): the two products with the per-seed features (the logit
 the 16.8 MB of features, 0.5-1 ms each; the transcendental passes over the ``(8, 256, 64)`` rows (the
 log-softmax, JS's log-sigmoid, the two exponentials of the LAD gradient and of the log-softmax backward)
 0.25-1 ms each. In float32 both halve.
+
+Measured (``ladsim bench prompts``, 2026-12-03 08:31 and 08:41 UTC, that machine with its other core busy, load
+average 1.9-2.9; one thread, the fastest of 3, the two runs): ``issue`` LAD 2.64 and 2.74 s, GRPO 2.45 and
+2.43 s (the target missed by 1.2-1.4x); ``float32`` LAD 1.07 and 0.98 s, GRPO 0.64 and 1.01 s; ``shared`` LAD
+1.81 and 2.07 s, GRPO 1.29 and 1.28 s. With ``--threads 2`` the ``issue`` case took GRPO 0.79-3.3 s and LAD
+6.5-16 s: the second core was not free.
 """
 
 from __future__ import annotations
