@@ -14,7 +14,7 @@ import torch
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.trainer import train_objective as train_bandit
 from ladsim.engine import entries_loss, rows_gradient
-from ladsim.objectives import get_objective
+from ladsim.objectives import OBJECTIVES as REGISTRY, get_objective
 from ladsim.prompts.config import PromptsConfig
 from ladsim.prompts.passk import crossover_k, crossovers, pass_at_k, passk_rows
 from ladsim.prompts.setting import Setting
@@ -22,7 +22,7 @@ from ladsim.prompts.trainer import make_world, train, train_objective
 from ladsim.prompts.world import PromptsWorld
 from ladsim.streams import SeedStreams
 
-OBJECTIVES = ["grpo", "lad", "lad-theory", "entadv", "clip-cov", "kl-cov", "flowrl"]
+OBJECTIVES = list(REGISTRY)  # every registered objective runs in this world
 
 
 def save_setting(tmp_path, base=None, features=None, reward=None) -> dict[str, str]:
@@ -37,10 +37,10 @@ def save_setting(tmp_path, base=None, features=None, reward=None) -> dict[str, s
 
 # --- the engine: fused against autograd ----------------------------------------------------------------
 
-# Measured (2026-12-03): the fused engine and the autograd reference differ by <= 1.5e-14 over the final
-# log-policies and every logged metric of the cases below (float64; the largest: kl-cov, exact-tabular); the bound
-# is a factor 7 above.
-TOL = 1e-13
+# Measured (2026-12-03, the 17 objectives then registered): the fused engine and the autograd reference differ by
+# <= 4.1e-14 over the final log-policies and every logged metric of the cases below (float64; the largest: dro,
+# exact-refresh-noise); the bound is a factor 5 above.
+TOL = 2e-13
 SELECTIVE = {"clip-cov": {"ratio": 0.2, "lb": -1.0, "ub": 5.0}, "kl-cov": {"ratio": 0.2}}
 REGIMES = {
     "exact-frozen": dict(),
@@ -156,11 +156,11 @@ def test_one_prompt_with_identity_features_is_the_bandit(objective, mode, tmp_pa
     world = PromptsConfig(**common, **files)
     b_traj, b_policy = train_bandit(bandit, objective)
     p_traj, p_logp = train_objective(world, objective)
-    # measured <= 1.3e-15 over both (lad-theory, sampled; the matrix product with the identity sums in its own
-    # order); the bound is a factor 8 above
-    assert np.abs(b_policy - np.exp(p_logp[:, 0])).max() < 1e-14
+    # measured <= 7.1e-15 over both (the largest: gpg, exact; the two loops sum in their own orders); the bound
+    # is a factor 7 above
+    assert np.abs(b_policy - np.exp(p_logp[:, 0])).max() < 5e-14
     for name in ("js_to_target", "entropy", "expected_reward", "pass@1", "pass@16"):
-        assert np.abs(b_traj[name] - p_traj[name]).max() < 1e-14, name
+        assert np.abs(b_traj[name] - p_traj[name]).max() < 5e-14, name
 
 
 # --- settings: files and seeds ----------------------------------------------------------------------------
