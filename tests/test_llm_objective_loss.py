@@ -176,7 +176,9 @@ def test_objectives_that_cannot_run_on_tokens_say_why(objective, match):
 def test_token_objectives_lists_the_runnable_ones():
     from ladsim.llm.objective_loss import token_objectives
 
-    assert set(token_objectives()) == {"grpo", "lad", "entadv", "clip-cov", "kl-cov"}
+    assert set(token_objectives()) == {"grpo", "lad", "entadv", "clip-cov", "kl-cov",  # and the trainers' catalogue
+                                       "cispo", "gspo", "sapo", "gmpo", "dppo-tv", "dppo-kl", "gpg", "dro", "luspo",
+                                       "vespo"}
     assert "entadv" not in token_objectives(provides=())
 
 
