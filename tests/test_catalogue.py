@@ -308,10 +308,10 @@ def test_gmpo_on_tokens_clips_each_token_before_the_geometric_mean():
     lp, old, adv, mask = token_batch(seed=1)
     params = make_params("gmpo", {"eps_low": 0.1, "eps_high": 0.15})
     x = lp.clone().requires_grad_()
-    lp_in, old_in, ratio = token_inputs("gmpo", x, old, adv, mask, params)
-    assert ratio == "sequence-mean"
-    loss = objective_token_loss("gmpo", lp_in, old_in, adv, mask, params=params, ratio=ratio,
-                                loss_agg_mode="seq-mean-token-mean", empty_rows="include")
+    assert token_inputs("gmpo", x, old, adv, mask, params)[2] == "sequence-mean"
+    # objective_token_loss forms gmpo's inputs itself (token_inputs), as the adapters rely on
+    loss = objective_token_loss("gmpo", x, old, adv, mask, params=params, loss_agg_mode="seq-mean-token-mean",
+                                empty_rows="include")
     # independently: per response, d_t clipped toward the pessimistic side, the exp of their mean, times -A
     y = lp.clone().requires_grad_()
     rows = []
@@ -326,9 +326,16 @@ def test_gmpo_on_tokens_clips_each_token_before_the_geometric_mean():
     want = torch.stack(rows).mean()
     torch.testing.assert_close(loss, want, **F32)
     torch.testing.assert_close(torch.autograd.grad(loss, x)[0], torch.autograd.grad(want, y)[0], **F32)
-    # the clip acted: without the token clip (the mean clipped instead) the loss is another
-    plain = objective_token_loss("gmpo", lp, old, adv, mask, params=params, ratio="sequence-mean",
-                                 loss_agg_mode="seq-mean-token-mean", empty_rows="include")
+    # the clip acted: with the mean clipped instead of each token, the loss is another
+    rows = []
+    for b in range(lp.shape[0]):
+        keep = mask[b]
+        if not keep.any():
+            continue
+        d, a = (lp[b] - old[b])[keep].mean(), adv[b][keep][0]
+        clipped = torch.minimum(d, torch.tensor(0.15)) if a > 0 else torch.maximum(d, torch.tensor(-0.1))
+        rows.append(-a * torch.exp(clipped))
+    plain = torch.stack(rows).sum() / lp.shape[0]
     assert not torch.allclose(plain, want, rtol=1e-3)
 
 
@@ -336,9 +343,8 @@ def test_vespo_on_tokens_weighs_each_token_by_its_responses_summed_ratio():
     lp, old, adv, mask = token_batch(seed=2)
     params = make_params("vespo")
     x = lp.clone().requires_grad_()
-    args = token_inputs("vespo", x, old, adv, mask, params, ratio="sequence-mean")  # vespo ignores the ratio
-    assert args[2] == "token"
-    loss = objective_token_loss("vespo", *args[:2], adv, mask, params=params, ratio=args[2])
+    assert token_inputs("vespo", x, old, adv, mask, params, ratio="sequence-mean")[2] == "token"  # ratio ignored
+    loss = objective_token_loss("vespo", x, old, adv, mask, params=params)  # its inputs formed inside
     m = mask.float()
     log_w = (((lp - old).clamp(-20, 20)) * m).sum(-1, keepdim=True).clamp(np.log(1e-8), 20.0)
     k = torch.where(adv >= 0, 2.0, 3.0)
@@ -348,7 +354,8 @@ def test_vespo_on_tokens_weighs_each_token_by_its_responses_summed_ratio():
     want = agg_loss(-phi * adv * y, mask, "token-mean")
     torch.testing.assert_close(loss, want, **F32)
     torch.testing.assert_close(torch.autograd.grad(loss, x)[0], torch.autograd.grad(want, y)[0], **F32)
-    token_level = objective_token_loss("vespo", lp, old, adv, mask, params=params)  # each token's own ratio
+    own = ((lp - old).clamp(-20, 20)).clamp(np.log(1e-8), 20.0)  # each token's own ratio instead: another loss
+    token_level = agg_loss(-torch.exp(lam + k * own - lam * own.exp()) * adv * lp, mask, "token-mean")
     assert not torch.allclose(token_level, want, rtol=1e-3)
 
 

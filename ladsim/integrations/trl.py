@@ -72,7 +72,7 @@ from ladsim.llm.objective_loss import (
     token_objectives,
 )
 from ladsim.llm.token_loss import agg_loss, bool_mask
-from ladsim.objectives.catalogue import token_inputs, token_ratio
+from ladsim.objectives.catalogue import token_ratio
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")  # TRL's loss types that only aggregate: any objective
 OWN_LOSSES = ("cispo", "sapo", "luspo", "vespo")  # TRL's losses of their own: ladsim's objective of that name
@@ -305,10 +305,8 @@ class LadsimGRPOTrainer(GRPOTrainer):
 
         agg = self._aggregation(inputs, logps.size(0), train)
         weights = self._token_weights(inputs, logps, old, entropies, mask, advantages)
-        lp, old_in, ratio = token_inputs(self.ladsim_objective, logps, old, advantages, mask, self.ladsim_params,
-                                         self.ladsim_ratio)
-        loss = objective_token_loss(self.ladsim_objective, lp, old_in, advantages, mask, params=self.ladsim_params,
-                                    ratio=ratio, token_weights=weights, entropy=entropies, **agg)
+        loss = objective_token_loss(self.ladsim_objective, logps, old, advantages, mask, params=self.ladsim_params,
+                                    ratio=self.ladsim_ratio, token_weights=weights, entropy=entropies, **agg)
         keep = bool_mask(mask)
         if self.beta != 0.0:
             t = (inputs["ref_per_token_logps"] - logps).float()  # log pi_ref - log pi

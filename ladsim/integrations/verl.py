@@ -74,7 +74,7 @@ from ladsim.llm.objective_loss import (
     token_objectives,
 )
 from ladsim.llm.token_loss import AGG_MODES, bool_mask, expand_advantages
-from ladsim.objectives.catalogue import token_inputs, token_ratio
+from ladsim.objectives.catalogue import token_ratio
 
 PREFIX = "ladsim-"
 PROVIDES = ()  # verl passes a policy loss no entropy and no reference log-probs
@@ -261,8 +261,7 @@ def make_policy_loss(objective: str, *, ratio: str | None = None, **params: Any)
         if loss_agg_mode not in AGG_MODES:
             raise ValueError(f"unknown loss_agg_mode {loss_agg_mode!r}; choose one of: {', '.join(AGG_MODES)}")
         resolved, config_ratio = _resolve_params(objective, params, config)
-        lp, old, use_ratio = token_inputs(objective, log_prob, old_log_prob, advantages, response_mask, resolved,
-                                          config_ratio or ratio)
+        use_ratio = token_ratio(objective, config_ratio or ratio)
         info = dict(getattr(config, "global_batch_info", None) or {})
         mode = FIXED_AGGREGATION.get(objective, loss_agg_mode)
         if objective == "gmpo":  # verl's geo_mean: the mean over this micro-batch's responses, nothing global
@@ -271,8 +270,8 @@ def make_policy_loss(objective: str, *, ratio: str | None = None, **params: Any)
                 rollout_is_weights = _geometric_row_mean(rollout_is_weights, bool_mask(response_mask))
         else:
             agg = {"loss_agg_mode": mode, **_normalizers(mode, info)}
-        loss = objective_token_loss(objective, lp, old, advantages, response_mask, params=resolved, ratio=use_ratio,
-                                    token_weights=rollout_is_weights, **agg)
+        loss = objective_token_loss(objective, log_prob, old_log_prob, advantages, response_mask, params=resolved,
+                                    ratio=use_ratio, token_weights=rollout_is_weights, **agg)
         return loss, _metrics(resolved, log_prob, old_log_prob, advantages, response_mask, use_ratio)
 
     policy_loss.__name__ = f"ladsim_{objective.replace('-', '_')}_policy_loss"

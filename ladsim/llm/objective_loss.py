@@ -43,6 +43,7 @@ from ladsim.llm.token_loss import (
     zero_masked,
 )
 from ladsim.objectives import Batch, Objective, get_objective, list_objectives, make_params, objective_terms
+from ladsim.objectives.catalogue import token_inputs
 
 RATIOS = ("token", "sequence", "sequence-mean")
 TOKEN_INPUTS = ("entropy", "logp_ref")  # optional per-token inputs a trainer may provide
@@ -111,19 +112,25 @@ def token_log_ratio(log_prob: Tensor, old_log_prob: Tensor, response_mask: Tenso
 # --- terms and loss -------------------------------------------------------------------------------------
 
 def objective_token_terms(objective: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor,
-                          response_mask: Tensor, *, params: Any = None, ratio: str = "token",
+                          response_mask: Tensor, *, params: Any = None, ratio: str | None = None,
                           entropy: Tensor | None = None, ref_log_prob: Tensor | None = None,
                           generator: torch.Generator | None = None) -> Tensor:
     """Per-token loss terms ``(B, T)`` of ``objective`` (float32 or wider, 0 where masked; to minimize).
 
     The valid tokens form one row of the registry's :class:`ladsim.objectives.Batch` (module docstring);
-    ``params``: ``None``, a mapping or the parameters object; ``entropy``/``ref_log_prob`` ``(B, T)`` for the
+    ``params``: ``None``, a mapping or the parameters object; ``ratio``: ``None`` for the objective's own (the
+    token ratio, or the sequence-mean ratio of a response-unit objective such as GSPO:
+    :func:`ladsim.objectives.catalogue.token_ratio`); the inputs an objective reads a whole response through
+    (GMPO's clipped token log-ratios, VESPO's summed one) are formed here
+    (:func:`ladsim.objectives.catalogue.token_inputs`); ``entropy``/``ref_log_prob`` ``(B, T)`` for the
     objectives that read them; ``generator`` for those that draw (clip-cov).
     """
     check_token_inputs(log_prob, old_log_prob, advantages, response_mask)
     provides = [name for name, x in (("entropy", entropy), ("logp_ref", ref_log_prob)) if x is not None]
     obj = check_token_objective(objective, provides)
     params = make_token_params(obj.name, params)
+    log_prob, old_log_prob, ratio = token_inputs(obj.name, log_prob, old_log_prob, advantages, response_mask,
+                                                 params, ratio)
     keep = bool_mask(response_mask)
     dt = torch.promote_types(torch.promote_types(log_prob.dtype, old_log_prob.dtype), torch.float32)
     old = old_log_prob.to(dt).detach()
@@ -147,7 +154,7 @@ def objective_token_terms(objective: str, log_prob: Tensor, old_log_prob: Tensor
 
 def objective_token_loss(objective: str, log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor,
                          response_mask: Tensor, *, params: Any = None, loss_agg_mode: str = "token-mean",
-                         ratio: str = "token", token_weights: Tensor | None = None,
+                         ratio: str | None = None, token_weights: Tensor | None = None,
                          norm_length: float | None = None, n_tokens: float | None = None,
                          n_seqs: float | None = None, empty_rows: str = "exclude", scale: float = 1.0,
                          entropy: Tensor | None = None, ref_log_prob: Tensor | None = None,
