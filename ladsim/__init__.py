@@ -10,7 +10,7 @@ on softmax policies over N arms, with exact numbers. The public API, by floor:
 * the bandit: ``BanditConfig``, ``train`` (a ``TrainResult`` with tidy frames), ``run`` (train and write a run
   directory); the 3-armed landscape ``LandscapeConfig``, ``run_landscape``;
 * the token tree (responses of several tokens, WORLDS.md): ``TreeConfig``, ``train_tree`` (a ``TreeResult``),
-  ``run_tree``;
+  ``run_tree``; many prompts sharing parameters: ``PromptsConfig``, ``train_prompts``, ``run_prompts``;
 * studies: ``load_study``, ``run_study``, ``run_studies``, ``draw_study``;
 * the theory checks: ``verify``.
 
@@ -47,6 +47,9 @@ _API = {
     "ladsim.tree.config": ("TreeConfig",),
     "ladsim.tree.trainer": ("train_tree", "TreeResult"),
     "ladsim.tree.run": ("run_tree",),
+    "ladsim.prompts.config": ("PromptsConfig",),
+    "ladsim.prompts.trainer": ("train_prompts", "PromptsResult"),
+    "ladsim.prompts.run": ("run_prompts",),
     "ladsim.studies": ("load_study", "run_study", "run_studies", "draw_study"),
     "ladsim.theory": ("verify",),
 }

@@ -18,7 +18,7 @@ from ladsim.objectives import OBJECTIVES as REGISTRY, get_objective
 from ladsim.prompts.config import PromptsConfig
 from ladsim.prompts.passk import crossover_k, crossovers, pass_at_k, passk_rows
 from ladsim.prompts.setting import Setting
-from ladsim.prompts.trainer import make_world, train, train_objective
+from ladsim.prompts.trainer import make_world, train_objective, train_prompts
 from ladsim.prompts.world import PromptsWorld
 from ladsim.streams import SeedStreams
 
@@ -267,7 +267,7 @@ def test_crossover_by_hand():
 # --- the run directory and the command -------------------------------------------------------------------
 
 def test_train_gathers_tidy_frames():
-    result = train(PromptsConfig(prompts=6, arms=5, dim=2, objectives=("grpo", "lad"), steps=20, log_every=10,
+    result = train_prompts(PromptsConfig(prompts=6, arms=5, dim=2, objectives=("grpo", "lad"), steps=20, log_every=10,
                                  seeds=2))
     assert set(result.metrics["objective"]) == {"grpo", "lad"}
     assert sorted(result.metrics["step"].unique()) == [0, 10, 20]

@@ -30,7 +30,7 @@ from ladsim.io import claimed_dir, unique_path, write_json
 from ladsim.prompts.config import PromptsConfig
 from ladsim.prompts.passk import crossovers, passk_intervals, passk_rows
 from ladsim.prompts.setting import PARTS, SETTING_STREAMS, file_digest
-from ladsim.prompts.trainer import PromptsResult, train
+from ladsim.prompts.trainer import PromptsResult, train_prompts
 from ladsim.stats import METHOD, mean_interval
 
 COVERAGE = ("solved_base_only", "solved_trained_only", "solved_both")
@@ -122,7 +122,7 @@ def run_prompts(config: PromptsConfig, out: str | Path | None = None, *, overwri
     default_out = out is None
     out = default_run_dir(config) if default_out else Path(out)
     with claimed_dir(out, overwrite, unique=default_out) as claim:
-        result = train(config, on_steps=on_steps, threads=threads)
+        result = train_prompts(config, on_steps=on_steps, threads=threads)
         check_finite(result)
         summary = write_run_files(result, claim.tmp)
     return claim.out, summary, result

@@ -1,6 +1,6 @@
 """Training a many-prompt experiment: every objective of a :class:`PromptsConfig` through the world engine.
 
-``train(config)`` returns a :class:`PromptsResult` with tidy frames, as the bandit's and the tree's ``train``
+``train_prompts(config)`` returns a :class:`PromptsResult` with tidy frames, as the bandit's ``train`` and ``train_tree``
 do; the loop is ``ladsim.engine.train_world`` on a :class:`ladsim.prompts.world.PromptsWorld`.
 """
 
@@ -81,7 +81,7 @@ def train_objective(config: PromptsConfig, objective: str, on_steps: Callable[[i
     return trajectory, final.cpu().numpy()
 
 
-def train(config: PromptsConfig, on_steps: Callable[[int], None] | None = None, engine: str = "fused",
+def train_prompts(config: PromptsConfig, on_steps: Callable[[int], None] | None = None, engine: str = "fused",
           threads: int | None = None) -> PromptsResult:
     """Train every objective of ``config`` and gather a tidy metrics frame and each prompt's final success."""
     import pandas as pd

@@ -26,7 +26,7 @@ def compute_run(run: Run) -> Frames:
     from ladsim.bandit.run import final_rows
     if run.kind == "prompts":
         from ladsim.prompts.run import check_finite, passk_frame, prompts_frame
-        from ladsim.prompts.trainer import train
+        from ladsim.prompts.trainer import train_prompts as train
 
         result = train(run.config)
         check_finite(result)  # a diverged run is an error, never cached NaN data

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ladsim.llm.objective_loss import RATIOS
 from ladsim.llm.token_loss import AGG_MODES
-from ladsim.objectives import get_objective
+from ladsim.objectives import get_objective, list_objectives
 from ladsim.resources import check_memory
 from ladsim.settings import SHARED_INERT, TrainSettings
 from ladsim.tree.rewards import DEFAULT_ANSWERS, TreeReward, parse_tree_reward
@@ -39,11 +39,13 @@ def aggregates(config: "TreeConfig") -> bool:
     return per_token(config) or config.kl is not None or config.entropy_coef > 0
 
 
+ONE_TERM_PER_RESPONSE = ", ".join(n for n in list_objectives()
+                                  if get_objective(n).unit == "response" or get_objective(n).full_support)
 INERT = SHARED_INERT + (
-    Inert("agg", aggregates, "on per-token losses: an objective with a term per token (not flowrl, lad-theory: "
-                             "one term per response), or --kl / --entropy-coef"),
-    Inert("ratio", per_token, "on objectives with a term per token (not flowrl, lad-theory: one term per "
-                              "response; the KL penalty reads token log-probs)"),
+    Inert("agg", aggregates, f"on per-token losses: an objective with a term per token (not {ONE_TERM_PER_RESPONSE}:"
+                             f" one term per response), or --kl / --entropy-coef"),
+    Inert("ratio", per_token, f"on objectives with a term per token (not {ONE_TERM_PER_RESPONSE}: one term per "
+                              f"response; the KL penalty reads token log-probs)"),
 )
 
 
