@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from ladsim.bandit.trainer import resolve_device, torch_threads
+from ladsim.bandit.trainer import resolve_device, threads_for, torch_threads
 from ladsim.engine import Schedule, train_world
 from ladsim.prompts.config import PromptsConfig
 from ladsim.prompts.setting import make_setting
@@ -42,11 +42,12 @@ class PromptsResult:
     entropy_base: np.ndarray
 
 
-# One torch thread unless asked (--threads), as the tree. Two threads pay only where the second core is free: on a
-# shared 2-core EPYC (load average about 2, 2026-12-03; practical LAD, 1000 exact steps at P = 256, N = 64, d = 16,
-# 8 seeds, five alternating runs of a throwaway script) one thread took 2.6-3.3 s, two 1.3-5.3 s; at P = 64,
-# N = 32, d = 8, 2000 steps one thread took 0.47-0.78 s, two 0.32-3.0 s.
-DEFAULT_THREADS = 1
+# Threads as the bandit chooses them (``ladsim.bandit.trainer.threads_for``): one below 4096 entries of seeds x
+# prompts x answers, all cores above. Measured on the 2-core EPYC with its other core nearly idle (load average
+# about 1, 2026-12-03 09:16 UTC; practical LAD, exact, a throwaway script alternating the two): at P = 256,
+# N = 64, d = 16, 8 seeds, 1000 steps one thread 2.71-2.97 s, two 1.61-1.63 s; at P = 64, N = 32, d = 8, 8
+# seeds, 2000 on-policy steps one thread 0.80-0.99 s, two 0.75 s. With the other core busy two threads varied
+# from 1.3 to 5.3 s against one thread's 2.6-3.3 s: pass --threads 1 on a loaded machine.
 
 
 def make_world(config: PromptsConfig) -> PromptsWorld:
@@ -74,7 +75,8 @@ def train_objective(config: PromptsConfig, objective: str, on_steps: Callable[[i
                     world: PromptsWorld | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Train ``config.seeds`` policies under one objective: ``(trajectory, final log-policy (S, P, N))``."""
     world = make_world(config) if world is None else world
-    with torch_threads(threads if threads is not None else DEFAULT_THREADS):
+    elements = config.seeds * world.prompts * world.arms
+    with torch_threads(threads if threads is not None else threads_for(elements)):
         trajectory, params = train_world(world, objective, config.objective_params(objective), schedule(config),
                                          engine=engine, on_steps=on_steps)
         final = world.log_policy(params)
