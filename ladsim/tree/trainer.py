@@ -40,9 +40,11 @@ class TreeResult:
     rewards: np.ndarray
 
 
-# One torch thread unless asked: the tree's kernels are small enough (at most a few hundred thousand entries)
-# that two threads did not pay even at V = 8, L = 6 (2 seeds, 200 exact steps of practical LAD: 1.15 s on one
-# thread, 6.1 s on two, with the machine's other core busy; 2026-12-03).
+# One torch thread unless asked: the tree's kernels are small (at most a few hundred thousand entries), and two
+# threads did not pay (practical LAD, exact, the other core nearly idle, 2026-12-03 09:17 UTC, a throwaway script
+# alternating the two: V = 4, L = 5, 8 seeds, 2000 steps one thread 0.152-0.162 s, two 0.192-0.193 s; V = 8,
+# L = 6, 2 seeds, 200 steps one thread 0.926 s, two 0.903-0.945 s; with the other core busy two threads took
+# 6.1 s against one thread's 1.15 s).
 DEFAULT_THREADS = 1
 
 
