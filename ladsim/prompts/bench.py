@@ -17,11 +17,10 @@ the 16.8 MB of features, 0.5-1 ms each; the transcendental passes over the ``(8,
 log-softmax, JS's log-sigmoid, the two exponentials of the LAD gradient and of the log-softmax backward)
 0.25-1 ms each. In float32 both halve.
 
-Measured (``ladsim bench prompts``, 2026-12-03 08:31 and 08:41 UTC, that machine with its other core busy, load
-average 1.9-2.9; one thread, the fastest of 3, the two runs): ``issue`` LAD 2.64 and 2.74 s, GRPO 2.45 and
-2.43 s (the target missed by 1.2-1.4x); ``float32`` LAD 1.07 and 0.98 s, GRPO 0.64 and 1.01 s; ``shared`` LAD
-1.81 and 2.07 s, GRPO 1.29 and 1.28 s. With ``--threads 2`` the ``issue`` case took GRPO 0.79-3.3 s and LAD
-6.5-16 s: the second core was not free.
+Measured (``ladsim bench prompts``, 2026-12-03 09:31 UTC, the 2-core AMD EPYC with its other core nearly idle,
+load average 0.6-1.2; two threads, the trainer's choice, the fastest of 3): ``issue`` LAD 1.51 s, GRPO 1.45 s
+(the 2 s target met); ``float32`` LAD 0.49 s, GRPO 0.59 s; ``shared`` LAD 1.17 s, GRPO 1.13 s; the fused engine
+2.6-4.7x faster than autograd. On one thread, or with the other core busy, the ``issue`` case took 2.4-3.4 s.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ import numpy as np
 
 from ladsim.prompts.config import PromptsConfig
 from ladsim.prompts.trainer import make_world, train_objective
+from ladsim.bandit.trainer import threads_for
 from ladsim.resources import check_threads
 from ladsim.tree.bench import cpu_name
 
@@ -62,9 +62,10 @@ def shared_files(directory: Path, prompts: int, arms: int, dim: int, correct: in
     return out
 
 
-def time_case(settings: dict, objective: str, runs: int = RUNS, autograd: bool = True, threads: int = 1) -> dict:
+def time_case(settings: dict, objective: str, runs: int = RUNS, autograd: bool = True,
+              threads: int | None = None) -> dict:
     """``{"fused_s", "fused_runs", "autograd_s", "max_policy_diff", ...}`` for one case, in this process, on
-    ``threads`` torch threads."""
+    ``threads`` torch threads (``None``: the trainer's choice, ``threads_for``)."""
     settings = dict(settings)
     with tempfile.TemporaryDirectory() as tmp:  # the shared case's files live while it runs
         if settings.pop("files", False):
@@ -79,7 +80,8 @@ def time_case(settings: dict, objective: str, runs: int = RUNS, autograd: bool =
             start = time.perf_counter()
             _, final = train_objective(config, objective, world=world, threads=threads)
             times.append(time.perf_counter() - start)
-        out = {"objective": objective, "settings": settings, "threads": threads, "fused_s": min(times),
+        used = threads if threads is not None else threads_for(config.seeds * world.prompts * world.arms)
+        out = {"objective": objective, "settings": settings, "threads": used, "fused_s": min(times),
                "fused_runs": times, "target_s": TARGET_S}
         if autograd:
             start = time.perf_counter()
@@ -91,7 +93,7 @@ def time_case(settings: dict, objective: str, runs: int = RUNS, autograd: bool =
     return out
 
 
-def _fresh_process(name: str, objective: str, runs: int, autograd: bool, threads: int) -> dict:
+def _fresh_process(name: str, objective: str, runs: int, autograd: bool, threads: int | None) -> dict:
     code = ("import json; from ladsim.prompts.bench import CASES, time_case; "
             f"print(json.dumps(time_case(CASES[{name!r}], {objective!r}, {runs}, {autograd}, {threads})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -101,7 +103,7 @@ def _fresh_process(name: str, objective: str, runs: int, autograd: bool, threads
 
 
 def bench_prompts(cases: tuple[str, ...] = tuple(CASES), objectives: tuple[str, ...] = ("lad", "grpo"),
-                  runs: int = RUNS, autograd: bool = True, threads: int = 1) -> dict:
+                  runs: int = RUNS, autograd: bool = True, threads: int | None = None) -> dict:
     """Time ``cases`` x ``objectives`` (each in a fresh process, on ``threads`` torch threads); returns the
     measurements with the date, the machine and the load average."""
     from ladsim.objectives import get_objective

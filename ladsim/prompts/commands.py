@@ -56,7 +56,8 @@ def run_prompts(
     log_every: int = typer.Option(50, help="Log metrics every this many steps."),
     dtype: str = typer.Option("float64", help="float64 (exact numbers) or float32."),
     device: str = typer.Option("cpu", help="Where to train: cpu or cuda (cuda:K)."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default 1)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one below 4096 seeds x prompts "
+                                                     "x answers, else all cores)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/prompts-P<P>-N<N>-d<d>-<time>)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out (only a directory ladsim wrote)."),
 ) -> None:
@@ -114,7 +115,8 @@ def bench_prompts(
     objective: List[str] = typer.Option(["lad", "grpo"], "--objective", "-o", help="Objectives to time."),
     runs: int = typer.Option(3, help="Timed runs of the fused engine per case (the fastest is reported)."),
     autograd: bool = typer.Option(True, help="Also time the autograd reference on each case."),
-    threads: int = typer.Option(1, help="torch CPU threads (the trainer's default is 1)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: the trainer's, one below 4096 "
+                                                     "seeds x prompts x answers, else all cores)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON here."),
 ) -> None:
     """The many-prompt world's fused engine against its autograd reference, each case in a fresh process."""
@@ -130,7 +132,8 @@ def bench_prompts(
     check_threads(threads)
     r = measure(tuple(case), tuple(objective), runs=runs, autograd=autograd, threads=threads)
     load = r["load_average"]
-    console.print(f"{r['date']}, {r['machine']}, {r['cpus']} CPUs, {threads} torch thread(s)" +
+    used = sorted({c["threads"] for c in r["cases"].values()})
+    console.print(f"{r['date']}, {r['machine']}, {r['cpus']} CPUs, {'/'.join(map(str, used))} torch thread(s)" +
                   (f", load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""))
     table = Table(title="many prompts sharing w, 1000 exact steps: seconds")
     for column in ("case", "objective", "fused", "autograd", "ratio", "max diff", "MB", "target"):
