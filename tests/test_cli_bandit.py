@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from cli_helpers import run_main
 
 from ladsim import cli
 from ladsim.bandit import trainer
+from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.metrics import SUMMARY_METRICS
 
 runner = CliRunner()
@@ -48,6 +50,7 @@ def test_run_bandit_writes_a_complete_run_directory(tmp_path):
     sums = policy.groupby(["objective", "seed"]).probability.sum()
     np.testing.assert_allclose(sums, 1.0, atol=1e-12)
     assert "grpo" in result.output and "modes" in result.output and "wrote" in result.output
+    assert f"figure: {out / 'distribution.png'}" in result.output.splitlines()  # on a line of its own
     assert (out / "distribution.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -132,15 +135,15 @@ def test_an_interrupted_run_leaves_no_run_directory(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = trainer.train_objective
 
-    def interrupted(config, objective, on_steps=None):
+    def interrupted(config, objective, on_steps=None, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(config, objective, on_steps)
+        return real(config, objective, on_steps, **kwargs)
 
     monkeypatch.setattr(trainer, "train_objective", interrupted)
     result = invoke(["run", "bandit", *SMALL, "--out", str(tmp_path / "run")])
-    assert result.exit_code != 0
+    assert result.exit_code != 0 and calls["n"] == 2  # the first objective trained, the second interrupted
     assert list(tmp_path.iterdir()) == []
 
 
@@ -150,7 +153,7 @@ def test_interrupt_while_writing_leaves_nothing(tmp_path, monkeypatch):
     def broken_plot(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "plot_distribution", broken_plot)
+    monkeypatch.setattr(run_module, "draw_run_figure", broken_plot)
     result = invoke(["run", "bandit", *SMALL, "--out", str(tmp_path / "run")])
     assert result.exit_code != 0
     assert list(tmp_path.iterdir()) == []
@@ -219,3 +222,43 @@ def test_results_are_readable_by_others(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "run" / "summary.json").stat().st_mode) == 0o644
+
+
+def test_run_bandit_imports_neither_pandas_nor_matplotlib(tmp_path):
+    # the first run's budget (issue 22): pandas and matplotlib cost 0.2 s and 0.4 s to import
+    code = ("import json, sys\nsys.argv = ['ladsim', 'run', 'bandit', '--arms', '5', '--steps', '4', '--seeds', '2',"
+            " '--log-every', '2', '--out', 'r']\nimport ladsim.cli\ntry:\n    ladsim.cli.main()\nexcept SystemExit:\n"
+            "    pass\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    env = {**os.environ, "LADSIM_DEBUG": "1"}  # no fast exit: the child lists its modules after main()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert (tmp_path / "r" / "distribution.png").is_file() and {"torch", "PIL"} <= loaded
+    assert not loaded & {"pandas", "matplotlib", "scipy"}, loaded & {"pandas", "matplotlib", "scipy"}
+
+
+def test_run_files_are_what_the_pandas_frames_write(tmp_path):
+    # metrics.csv and final_policy.csv are written without pandas; they hold exactly what the frames of
+    # ladsim.train would write, float32 runs (their own shortest digits) and sampled mode included
+    from ladsim.bandit.run import final_policy_frame, run
+
+    for dtype, mode in (("float64", "exact"), ("float32", "sampled")):
+        config = BanditConfig(arms=7, steps=12, seeds=3, log_every=4, init_std=0.3, dtype=dtype, mode=mode,
+                              **({"group_size": 4, "refresh_every": 3} if mode == "sampled" else {}))
+        out, summary, result = run(config, tmp_path / dtype)
+        reference = trainer.train(config)
+        pd.testing.assert_frame_equal(result.metrics, reference.metrics)
+        assert (out / "metrics.csv").read_text() == reference.metrics.to_csv(index=False)
+        assert (out / "final_policy.csv").read_text() == final_policy_frame(reference).to_csv(index=False)
+        assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_write_csv_quotes_and_blanks_as_pandas_does(tmp_path):
+    from ladsim.bandit.run import write_csv
+
+    columns = {"a,b": np.array(["x", "y,z", 'q"r', "two\nlines"], dtype=object),
+               "v": np.array([1.5, np.nan, 1e-10, 3.0]), "n": np.arange(4),
+               "f": np.array([0.1, 0.2, 0.3, 1 / 3], dtype=np.float32)}
+    write_csv(tmp_path / "a.csv", columns)
+    assert (tmp_path / "a.csv").read_text() == pd.DataFrame(columns).to_csv(index=False)

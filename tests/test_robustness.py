@@ -168,7 +168,7 @@ def test_sigterm_while_writing_leaves_no_temporary_directory(tmp_path):
         def killed(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGTERM)
 
-        run.plot_distribution = killed
+        run.draw_run_figure = killed
         sys.argv = ['ladsim', 'run', 'bandit', '--arms', '6', '--steps', '3', '--seeds', '2', '--out', 'r']
         cli.main()
     """
@@ -710,15 +710,15 @@ def test_class4_an_unforeseen_failure_releases_the_claim_and_its_parents(workdir
     def fail(*args, **kwargs):
         raise failure
 
-    train = run_module.train
-    monkeypatch.setattr(run_module, "train", fail)
+    train = run_module.train_arrays
+    monkeypatch.setattr(run_module, "train_arrays", fail)
     before = snapshot(workdir)
     code, _, err = run_main([*RUN[:-1], "deep/er/r"], capsys)
     lines = err.strip().splitlines()
     assert code == {RuntimeError: 1, KeyboardInterrupt: 130, MemoryError: 2}[type(failure)], err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert snapshot(workdir) == before  # no deep/, no deep/er/, no r, no lock, no temporary directory
-    monkeypatch.setattr(run_module, "train", train)
+    monkeypatch.setattr(run_module, "train_arrays", train)
     accepted(workdir, capsys, RUN)  # the next run to the same --out proceeds
 
 

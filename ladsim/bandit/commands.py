@@ -99,7 +99,7 @@ def run_bandit(
     """
     from ladsim.objectives import parse_assignments
 
-    from ladsim.bandit.run import run
+    from ladsim.bandit.run import FIGURE, run
     from ladsim.bandit.trainer import resolve_device
 
     check_threads(threads)
@@ -116,11 +116,12 @@ def run_bandit(
     with progress_bar() as bar:
         task = bar.add_task(f"training {', '.join(config.objectives)}", total=config.steps * len(config.objectives))
         out, summary, _ = run(config, out, overwrite=overwrite, on_steps=lambda n: bar.advance(task, n),
-                              threads=threads)
+                              threads=threads, frames=False)
     console.print(summary_table(summary, f"final step {config.steps}: mean ±half-width of the 95% bootstrap "
                                          f"interval over {seeds} seeds"))
-    console.print(f"wrote {out}/ (config.json, metrics.csv, final_policy.csv, summary.json, distribution.png) "
-                  f"in {time.perf_counter() - start:.1f} s")
+    console.print(f"wrote {out}/ (config.json, metrics.csv, final_policy.csv, summary.json, {FIGURE}) "
+                  f"in {time.perf_counter() - start:.1f} s", soft_wrap=True)
+    console.print(f"figure: {out / FIGURE}", soft_wrap=True)
 
 
 def bench_bandit(
