@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from ladsim.bandit.bench import bench_bandit, naive_single_seed
+from ladsim.bandit.bench import bench_bandit, first_run_budget, naive_single_seed, time_commands
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.metrics import PolicyMetrics
 from ladsim.bandit.rewards import ArrayReward, CorrectSet, GaussianMixture, load_reward_file, parse_reward
@@ -253,14 +256,47 @@ def test_mixture_and_array_specs_are_plain_values():
 
 
 def test_bench_reports_both_engines_on_a_tiny_size(monkeypatch):
-    # the CLI timings on tiny commands: the real ones (a 151,936-arm run) take ten seconds
-    monkeypatch.setattr("ladsim.bandit.bench.CLI_RUNS", {"help": ["--help"], "run_bandit_6": [
-        "run", "bandit", "--arms", "6", "--steps", "5", "--seeds", "2"]})
-    result = bench_bandit(seeds=4, steps=20, arms=6, naive_seeds=1, objectives_seeds=2, sizes=(6,))
-    assert set(result["cli_s"]) == {"help", "run_bandit_6"} and all(t > 0 for t in result["cli_s"].values())
+    # the CLI timings on tiny commands: the real ones (a 151,936-arm run) take ten seconds; the baseline of the
+    # first run is `python -c pass` here, not torch's import
+    monkeypatch.setattr("ladsim.bandit.bench.CLI_RUNS", {"help": ["--help"], "run_bandit_50": [
+        "run", "bandit", "--arms", "6", "--steps", "5", "--seeds", "2"], "version": ["--version"]})
+    monkeypatch.setattr("ladsim.bandit.bench.IMPORT_TORCH", ["-c", "pass"])
+    monkeypatch.setattr("ladsim.bandit.bench.IMPORT_TORCH_ONLY", ["-c", "import os; os._exit(0)"])
+    result = bench_bandit(seeds=4, steps=20, arms=6, naive_seeds=1, objectives_seeds=2, sizes=(6,), cli_repeats=2)
+    assert set(result["cli_s"]) == {"help", "run_bandit_50", "version"} and all(t > 0 for t in result["cli_s"].values())
+    runs = result["cli_runs_s"]  # the first run, --help and the baseline in 2 rounds; the rest once
+    assert [len(runs[k]) for k in ("import_torch", "import_torch_only", "help", "run_bandit_50", "version")] == [
+        2, 2, 2, 2, 1]
+    first = result["first_run"]
+    assert first["run_s"] == result["cli_s"]["run_bandit_50"] == statistics.median(runs["run_bandit_50"])
+    assert first["import_torch_s"] == statistics.median(runs["import_torch"])
+    assert first["ours_s"] == pytest.approx(first["run_s"] - first["import_torch_s"])
+    assert first["ours_strict_s"] == pytest.approx(first["run_s"] - statistics.median(runs["import_torch_only"]))
+    assert first["command"] == "ladsim run bandit --arms 6 --steps 5 --seeds 2" and first["repeats"] == 2
     assert set(result["sizes"]) == {"6"} and set(result["objectives_s"]) >= {"grpo", "lad", "kl-cov"}
     for times in result["objectives_s"].values():  # the fastest of its runs, every run reported
         assert len(times["fused_runs"]) == 3 and times["fused"] == min(times["fused_runs"]) > 0
     assert {"vectorized_s", "naive_per_seed_s", "speedup"} <= set(result)
     assert result["vectorized_s"] > 0 and result["naive_per_seed_s"] > 0
     assert result["max_policy_diff"] < 1e-12
+
+
+def test_first_run_budget_is_the_difference_and_ratio_of_medians():
+    budget = first_run_budget([1.6, 1.5, 9.0], [2.0, 2.2, 2.1], target_s=0.5)
+    assert budget["import_torch_s"] == 1.6 and budget["run_s"] == 2.1  # medians: one slow outlier is ignored
+    assert budget["ours_s"] == pytest.approx(0.5) and budget["ratio"] == pytest.approx(2.1 / 1.6)
+    assert budget["ours_over_target"] == pytest.approx(1.0) and budget["repeats"] == 3
+    assert "ours_strict_s" not in budget
+    strict = first_run_budget([1.6, 1.5, 9.0], [2.0, 2.2, 2.1], [1.2, 1.1, 1.3], target_s=0.5)
+    assert strict["torch_teardown_s"] == pytest.approx(0.4) and strict["ours_strict_s"] == pytest.approx(0.9)
+
+
+def test_timed_commands_take_turns_after_an_untimed_round(tmp_path):
+    def note(letter):
+        return [sys.executable, "-c", f"open('log', 'a').write('{letter}')"]
+
+    times = time_commands({"a": note("a"), "b": note("b")}, 2, str(tmp_path), warm_up=True)
+    assert (tmp_path / "log").read_text() == "ababab"  # interleaved: a change of load reaches both alike
+    assert [len(times["a"]), len(times["b"])] == [2, 2] and min(times["a"] + times["b"]) > 0
+    with pytest.raises(RuntimeError, match="boom"):
+        time_commands({"fails": [sys.executable, "-c", "raise SystemExit('boom')"]}, 1, str(tmp_path))

@@ -262,3 +262,9 @@ def test_write_csv_quotes_and_blanks_as_pandas_does(tmp_path):
                "f": np.array([0.1, 0.2, 0.3, 1 / 3], dtype=np.float32)}
     write_csv(tmp_path / "a.csv", columns)
     assert (tmp_path / "a.csv").read_text() == pd.DataFrame(columns).to_csv(index=False)
+
+
+def test_bench_refuses_no_rounds_of_the_first_run(capsys):
+    code, _, err = run_main(["bench", "bandit", "--seeds", "2", "--steps", "2", "--cli-repeats", "0"], capsys)
+    assert code == 2 and err.strip().startswith("error:") and "--cli-repeats" in err
+    assert len(err.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ladsim.bandit.config import OBJECTIVES, BanditConfig
 from ladsim.settings import MODES, OPTIMIZERS
-from ladsim.bandit.bench import SIZES
+from ladsim.bandit.bench import CLI_REPEATS, SIZES
 from ladsim.bandit.metrics import SUMMARY_METRICS
 from ladsim.bandit.rewards import default_arms, load_prior
 from ladsim.divergences import DIVERGENCES
@@ -124,6 +124,19 @@ def run_bandit(
     console.print(f"figure: {out / FIGURE}", soft_wrap=True)
 
 
+def first_run_line(f: dict) -> str:
+    """The first run's budget in one line (``ladsim.bandit.bench.first_run_budget``)."""
+    verdict = "within" if f["ours_over_target"] <= 1 else "over"
+    line = (f"first run: `{f['command']}` {f['run_s']:.2f} s, `python -c \"import torch\"` {f['import_torch_s']:.2f} s "
+            f"(medians of {f['repeats']} interleaved fresh processes): ours {f['ours_s']:.2f} s, ratio "
+            f"{f['ratio']:.2f}; target {f['target_s']:.1f} s: {verdict} ({f['ours_over_target']:.2f} of it)")
+    if "ours_strict_s" in f:
+        line += (f"; beside torch's import alone ({f['import_torch_only_s']:.2f} s, without the "
+                 f"{f['torch_teardown_s']:.2f} s teardown ladsim skips): ours {f['ours_strict_s']:.2f} s "
+                 f"({f['ours_strict_over_target']:.2f} of the target)")
+    return line
+
+
 def bench_bandit(
     seeds: int = typer.Option(1000, help="Seeds of the vectorized run."),
     steps: int = typer.Option(4000, help="Optimizer steps per seed."),
@@ -136,7 +149,10 @@ def bench_bandit(
     objectives_seeds: int = typer.Option(8, help="Seeds of the per-objective timings (0 = skip)."),
     sizes: str = typer.Option(",".join(map(str, SIZES)), help="Arms of the time-per-step and peak-memory probes, "
                                                               "comma-separated ('' = skip)."),
-    cli: bool = typer.Option(True, help="Also time ladsim --help and two `ladsim run bandit` commands end to end."),
+    cli: bool = typer.Option(True, help="Also time ladsim --help and two `ladsim run bandit` commands end to end, "
+                                        "and the first run against `python -c \"import torch\"`."),
+    cli_repeats: int = typer.Option(CLI_REPEATS, help="Interleaved rounds of the first run, --help and the torch "
+                                                      "import (the medians are reported)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the measurements as JSON here."),
 ) -> None:
     """Vectorized engine (all seeds in one batch) against a naive per-seed loop, timed in the same run."""
@@ -154,7 +170,7 @@ def bench_bandit(
     console.print(f"timing practical LAD, exact mode, {dtype}, {device}: {seeds} seeds x {steps} steps x {arms} "
                   "arms ...")
     r = measure(seeds=seeds, steps=steps, arms=arms, naive_seeds=naive_seeds, dtype=dtype, device=device,
-                threads=threads, objectives_seeds=objectives_seeds, sizes=arm_sizes, cli=cli)
+                threads=threads, objectives_seeds=objectives_seeds, sizes=arm_sizes, cli=cli, cli_repeats=cli_repeats)
     load = r["load_average"]
     console.print(f"{r['date']}, {r['cpus']} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
                   if load else r["date"])
@@ -187,7 +203,9 @@ def bench_bandit(
                           f"{m['peak_rss_mb']:.0f}", f"{m['peak_over_start_mb']:.0f}")
         console.print(table)
     if "cli_s" in r:
-        console.print("wall: " + "; ".join(f"{r['cli_commands'][name]} {t:.2f} s" for name, t in r["cli_s"].items()))
+        console.print("wall (median): " + "; ".join(f"{r['cli_commands'][name]} {t:.2f} s"
+                                                    for name, t in r["cli_s"].items()), soft_wrap=True)
+        console.print(first_run_line(r["first_run"]), soft_wrap=True)
     if json_path is not None:
         write_json(json_path, r)
         console.print(f"wrote {json_path}")
