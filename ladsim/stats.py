@@ -9,6 +9,8 @@ resamples of the seeds with replacement, 95%, a fixed seed (reproducible outputs
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 BOOTSTRAP_RESAMPLES = 4999
@@ -27,10 +29,20 @@ def bootstrap_interval(values: np.ndarray, level: float = LEVEL, seed: int = 0) 
     mean = float(values.mean())
     if values.size < 2 or np.ptp(values) == 0:
         return mean, mean, mean
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(BOOTSTRAP_RESAMPLES, values.size))].mean(1)
+    means = values[resamples(values.size, seed)].mean(1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return mean, float(lo), float(hi)
+
+
+@lru_cache(maxsize=4)
+def resamples(size: int, seed: int = 0) -> np.ndarray:
+    """The indices ``(BOOTSTRAP_RESAMPLES, size)`` that :func:`bootstrap_interval` resamples ``size`` values
+    with, drawn from ``numpy.random.default_rng(seed)``: the same for every set of that size, so drawn once per
+    size (a study's summary bootstraps thousands of sets of a few sizes; the draw was most of its time). Read-only.
+    """
+    indices = np.random.default_rng(seed).integers(0, size, size=(BOOTSTRAP_RESAMPLES, size))
+    indices.flags.writeable = False
+    return indices
 
 
 def mean_interval(values: np.ndarray, level: float = LEVEL) -> dict[str, float]:
