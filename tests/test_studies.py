@@ -249,3 +249,104 @@ def test_a_failing_cell_names_itself_and_the_finished_cells_stay_cached(tmp_path
     assert cached == sorted(r.key for r in study.runs if r.key != bad.key)  # every other cell, none partial
     again = studies.run_study(study, tmp_path / "cache")
     assert (again.computed, again.cached) == (1, 3)
+
+
+# --- figures are redrawn only when what they are drawn from changed ------------------------------------
+
+FIGURE_STUDY = """
+[study]
+name = "tinyfig"
+figure = "distribution"
+title = "TITLE"
+frames = ["final", "policy"]
+
+[base]
+arms = 6
+reward = "correct:1,4"
+steps = STEPS
+seeds = 2
+log_every = 4
+
+[[grid]]
+objective = ["grpo", "lad"]
+"""
+
+
+def figure_study(tmp_path, title="tiny", steps=8):
+    path = tmp_path / "tinyfig.toml"
+    path.write_text(FIGURE_STUDY.replace("TITLE", title).replace("STEPS", str(steps)))
+    study = studies.load_study(path)
+    studies.save_data(studies.run_study(study, tmp_path / "cache"), tmp_path / "data")
+    return study
+
+
+def test_a_figure_is_redrawn_exactly_when_its_inputs_change(tmp_path):
+    from ladsim.studies.figures import update_figure
+
+    def update(study, **kwargs):
+        return update_figure(study, tmp_path / "data", tmp_path / "figs", **kwargs)
+
+    study = figure_study(tmp_path)
+    paths, drawn = update(study)
+    assert drawn and [p.name for p in paths] == ["tinyfig.png", "tinyfig.pdf"]
+    first = [p.read_bytes() for p in paths]
+    assert update(study) == (paths, False)  # nothing changed: up to date
+    figure_study(tmp_path)  # the same study run and saved again: the same data, still up to date
+    assert update(study)[1] is False
+    assert update(study, force=True)[1] is True
+    assert [p.read_bytes() for p in paths] == first  # redrawn from unchanged data: the same bytes, PDF included
+    assert update(figure_study(tmp_path, title="renamed"))[1] is True  # the study's figure settings
+    assert update(figure_study(tmp_path, title="renamed", steps=12))[1] is True  # the study's data
+    study = studies.load_study(tmp_path / "tinyfig.toml")
+    assert update(study)[1] is False
+    paths[1].write_bytes(b"edited")  # a figure file changed or gone
+    assert update(study)[1] is True
+    paths[0].unlink()
+    assert update(study)[1] is True and paths[0].is_file()
+    assert update(study, formats=("png",))[1] is True  # other formats
+
+
+def test_the_figure_key_covers_the_plotting_code(tmp_path, monkeypatch):
+    from ladsim.studies import figures
+
+    sources = figures.plot_sources()
+    assert {"ladsim.plots", "ladsim.passk", "ladsim.stats", "ladsim.divergences"} <= set(sources)
+    assert not any(name.startswith(("ladsim.studies", "ladsim.bandit")) for name in sources)
+    study = figure_study(tmp_path)
+    key = figures.figure_key(study, tmp_path / "data")
+    edited = tmp_path / "plots.py"
+    edited.write_text(sources["ladsim.plots"].read_text() + "\n# edited\n")
+    monkeypatch.setattr(figures, "plot_sources", lambda: {**sources, "ladsim.plots": edited})
+    assert figures.figure_key(study, tmp_path / "data") != key
+
+
+def test_study_plot_says_which_figures_it_wrote_and_which_were_up_to_date(tmp_path, capsys):
+    from cli_helpers import run_main
+
+    figure_study(tmp_path)
+    args = ["study", "plot", str(tmp_path / "tinyfig.toml"), "--data", str(tmp_path / "data"), "--out",
+            str(tmp_path / "figs")]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    figs = tmp_path / "figs"
+    assert out.splitlines() == [f"wrote {figs / 'tinyfig.png'}", f"wrote {figs / 'tinyfig.pdf'}"]
+    code, out, _ = run_main(args, capsys)
+    assert code == 0 and out.splitlines()[0] == f"up to date: {figs / 'tinyfig.png'}"
+    code, out, _ = run_main([*args, "--force"], capsys)
+    assert code == 0 and out.splitlines()[0].startswith("wrote ")
+
+
+def test_figures_prints_each_file_and_skips_the_figures_up_to_date(tmp_path, capsys):
+    from cli_helpers import run_main
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "tinyfig.toml").write_text(FIGURE_STUDY.replace("TITLE", "t").replace("STEPS", "8"))
+    args = ["figures", "--studies", str(tmp_path / "studies"), "--cache", str(tmp_path / "cache"), "--out",
+            str(tmp_path / "figs"), "--jobs", "1"]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    assert f"wrote {tmp_path / 'figs' / 'tinyfig.pdf'}" in out.splitlines() and "1 figure(s) drawn, 0 up to date" in out
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    assert f"up to date: {tmp_path / 'figs' / 'tinyfig.pdf'}" in out.splitlines()
+    assert "0 figure(s) drawn, 1 up to date" in out

@@ -45,7 +45,7 @@ def _run_studies(files: list[Path], cache: Path, data: Path, jobs: int, device: 
                               executor=executor, address=address)
     for r in results:
         console.print(f"{r.study.name}: {r.computed} run(s) computed, {r.cached} from the cache, "
-                      f"{r.seconds:.1f} s -> {data}/{r.study.name}_*.csv")
+                      f"{r.seconds:.1f} s -> {data}/{r.study.name}_*.csv", soft_wrap=True)
     return results
 
 
@@ -69,12 +69,23 @@ def study_plot(
     data: Path = typer.Option(Path("figures/data"), help="Where `study run` wrote the study's frames."),
     out: Path = typer.Option(Path("figures"), help="Directory of the figure files."),
     formats: List[str] = typer.Option(["png", "pdf"], "--format", help="File formats (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Redraw even where the figure is up to date."),
 ) -> None:
-    """Draw FILE's figure from its saved data (no training)."""
-    from ladsim.studies import draw_study, load_study
+    """Draw FILE's figure from its saved data (no training), unless it is up to date with them."""
+    from ladsim.studies import load_study
 
-    for path in draw_study(load_study(file), data, out, tuple(formats)):
-        console.print(f"wrote {path}")
+    report_figure(load_study(file), data, out, tuple(formats), force)
+
+
+def report_figure(study, data: Path, out: Path, formats: tuple[str, ...], force: bool) -> bool:
+    """Draw ``study``'s figure where its inputs changed (``ladsim.studies.update_figure``) and print each file:
+    ``wrote PATH``, or ``up to date: PATH``. Returns whether it was drawn."""
+    from ladsim.studies.figures import update_figure
+
+    paths, drawn = update_figure(study, data, out, formats, force=force)
+    for path in paths:
+        console.print(f"wrote {path}" if drawn else f"up to date: {path}", soft_wrap=True)
+    return drawn
 
 
 def figures(
@@ -86,9 +97,10 @@ def figures(
     device: str = typer.Option("cpu", help="Where bandit runs train: cpu or cuda (cuda:K)."),
     executor: Optional[str] = typer.Option(None, help=EXECUTOR_HELP),
     address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    force: bool = typer.Option(False, "--force", help="Redraw every figure, also those up to date."),
 ) -> None:
     """Run every study in studies/ (cached runs are reused) and draw every figure (PNG and PDF)."""
-    from ladsim.studies import clean_stale_temps, draw_study, study_files
+    from ladsim.studies import clean_stale_temps, study_files
 
     start = time.perf_counter()
     files = study_files(studies_dir)
@@ -99,9 +111,8 @@ def figures(
     data = out / "data"
     clean_stale_temps(cache, out, data)
     results = _run_studies(files, cache, data, jobs, device, executor, address)
-    for result in results:
-        for path in draw_study(result.study, data, out, ("png", "pdf")):
-            console.print(f"wrote {path}")
+    drawn = sum(report_figure(r.study, data, out, ("png", "pdf"), force) for r in results)
     console.print(f"figures done in {time.perf_counter() - start:.1f} s "
                   f"({sum(r.computed for r in results)} runs computed, "
-                  f"{sum(r.cached for r in results)} cached)")
+                  f"{sum(r.cached for r in results)} cached; {drawn} figure(s) drawn, "
+                  f"{len(results) - drawn} up to date)", soft_wrap=True)
