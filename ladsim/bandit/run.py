@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FIGURE = "distribution.png"
-CURVE_METRICS = ("js_to_target", "entropy", "top_arm_mass")  # the learning curves of the run's figure
 SPREAD = (2.5, 97.5)  # the band over seeds drawn in the figure: percentiles of the seeds
 
 
@@ -233,8 +232,8 @@ def spread(values: np.ndarray, axis: int = 0) -> np.ndarray:
 
 def draw_run_figure(result: RunArrays, summary: dict, n_modes: int):
     """The run's figure (``ladsim.quicklook.bandit_run_figure``): final policies, their distance notes from
-    ``summary``, and the learning curves of ``CURVE_METRICS``."""
-    from ladsim.quicklook import bandit_run_figure
+    ``summary``, and the learning curves of ``quicklook.CURVES`` (mean and ``SPREAD`` band over seeds)."""
+    from ladsim.quicklook import CURVES, bandit_run_figure
 
     config = result.config
     means = {name: p.mean(0) for name, p in result.final_policy.items()}
@@ -243,7 +242,7 @@ def draw_run_figure(result: RunArrays, summary: dict, n_modes: int):
                    f"of {n_modes}\ntop arm: {m['top_arm_mass']['mean']:.2f}"  # Figure 1's notes (plots.distance_notes)
              for name, m in summary["objectives"].items()}
     curves = {metric: {name: (result.steps, t[metric].mean(1), *spread(t[metric], axis=1))
-                       for name, t in result.trajectories.items()} for metric in CURVE_METRICS}
+                       for name, t in result.trajectories.items()} for metric in CURVES}
     return bandit_run_figure(result.target, means, curves, spread=bands, notes=notes, seeds=config.seeds,
                              title=f"{config.arms}-armed bandit, f = {config.div}, eta = {config.eta}, "
                                    f"{config.steps} steps, {config.mode} expectations")
