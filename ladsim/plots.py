@@ -864,7 +864,7 @@ def draw_coverage(ax, coverage: Mapping[str, Mapping[str, Mapping[str, float]]],
 
 
 def _passk_series(intervals, name_column: str, names: Sequence, policy: str) -> dict[str, tuple]:
-    """name -> ``(ks, mean, lo, hi)`` of ``policy`` rows (``ladsim.prompts.passk.passk_intervals``)."""
+    """name -> ``(ks, mean, lo, hi)`` of ``policy`` rows (``ladsim.passk.passk_intervals``)."""
     out = {}
     for name in names:
         rows = intervals[(intervals[name_column] == name) & (intervals["policy"] == policy)].sort_values("k")
@@ -879,7 +879,7 @@ def plot_prompts_run(intervals, coverage: Mapping[str, Mapping[str, Mapping[str,
     ``trained - base`` (the crossover marked), and the coverage at ``k_max``; 95% intervals over seeds.
 
     Args:
-        intervals: ``ladsim.prompts.passk.passk_intervals`` of the run's ``passk`` frame.
+        intervals: ``ladsim.passk.passk_intervals`` of the run's ``passk`` frame.
         coverage: objective -> ``solved_*`` metric -> ``{mean, lo, hi}``.
         crossover: objective -> its crossover ``k`` or ``None``; gap: objective -> ``trained - base`` there.
     """
@@ -915,7 +915,7 @@ def plot_prompts_passk(data, *, title: str = "", caption: str = "", axis: str = 
     ``data["passk"]``: ``<axis>, <rows>, objective, seed, k, policy, pass_at_k``; ``data["summary"]``:
     ``<axis>, <rows>, objective, metric, seeds, mean, lo, hi`` with the ``solved_*`` metrics.
     """
-    from ladsim.prompts.passk import crossovers, passk_intervals
+    from ladsim.passk import crossovers, passk_intervals
 
     passk, summary = data["passk"], data["summary"]
     intervals = passk_intervals(passk, [axis, rows])

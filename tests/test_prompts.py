@@ -16,7 +16,7 @@ from ladsim.bandit.trainer import train_objective as train_bandit
 from ladsim.engine import entries_loss, rows_gradient
 from ladsim.objectives import OBJECTIVES as REGISTRY, get_objective
 from ladsim.prompts.config import PromptsConfig
-from ladsim.prompts.passk import crossover_k, crossovers, pass_at_k, passk_rows
+from ladsim.passk import crossover_k, crossovers, pass_at_k, passk_rows
 from ladsim.prompts.setting import Setting
 from ladsim.prompts.trainer import make_world, train_objective, train_prompts
 from ladsim.prompts.world import PromptsWorld

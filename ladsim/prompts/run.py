@@ -8,7 +8,7 @@ Files (written into a temporary directory renamed into place only when complete)
   (``ladsim.prompts.world.PromptsWorld.metrics``);
 * ``prompts.csv``   tidy: ``objective, seed, prompt, rho_base, rho_final, entropy_base, entropy_final``;
 * ``passk.csv``     tidy: ``objective, seed, k, policy, pass_at_k`` with ``policy`` ``base`` or ``trained``
-  (``ladsim.prompts.passk``);
+  (``ladsim.passk``);
 * ``summary.json``  ``{"interval", "ks", "objectives": {name: {metric: {"mean", "lo", "hi"}}}, "base": {pass@k:
   ...}, "crossover_k": {name: k or null}, "crossover_gap": {name: trained - base there}, "seeds_crossing":
   {name: n}}`` at the last step;
@@ -28,7 +28,7 @@ import pandas as pd
 from ladsim.bandit.run import final_rows, package_versions
 from ladsim.io import claimed_dir, unique_path, write_json
 from ladsim.prompts.config import PromptsConfig
-from ladsim.prompts.passk import crossovers, passk_intervals, passk_rows
+from ladsim.passk import crossovers, passk_intervals, passk_rows
 from ladsim.prompts.setting import PARTS, SETTING_STREAMS, file_digest
 from ladsim.prompts.trainer import PromptsResult, train_prompts
 from ladsim.stats import METHOD, mean_interval
