@@ -20,8 +20,10 @@ POLICIES = ("base", "trained")
 
 
 def pass_at_k(rho: np.ndarray, k: int) -> np.ndarray:
-    """``1 - (1 - rho)^k`` elementwise, as ``-expm1(k log1p(-rho))``."""
-    return -np.expm1(k * np.log1p(-np.clip(rho, 0.0, 1.0)))
+    """``1 - (1 - rho)^k`` elementwise, as ``-expm1(k log1p(-rho))``; ``rho = 1`` (a prompt the policy always
+    solves, ``log1p(-1) = -inf``) gives exactly 1."""
+    with np.errstate(divide="ignore"):
+        return -np.expm1(k * np.log1p(-np.clip(rho, 0.0, 1.0)))
 
 
 def passk_rows(objective: str, rho_base: np.ndarray, rho: np.ndarray, ks: Sequence[int]) -> pd.DataFrame:

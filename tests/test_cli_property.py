@@ -57,16 +57,23 @@ BANDIT = {
 }
 TREE = {**SHARED, "--agg": (["token-mean", "seq-mean-token-sum"], ["nope"]),
         "--ratio": (["token", "sequence"], ["nope"])}
+PROMPTS = {**SHARED, "--base-scale": (["0.5", "2"], ["-1", "nan"]), "--correct": (["1", "2"], ["0", "3"]),
+           "--tabular": ([None], []), "--max-k": (["16", "1024"], ["0"]),
+           "--base-logits": (["base.npy"], ["missing.npy", "nan.npy", "r.npy"]),
+           "--reward": (["reward.npy"], ["nan.npy", "missing.npy"])}
 FIXED = {"bandit": ["--arms", "4", "--steps", "2", "--seeds", "1"],
-         "tree": ["--steps", "2", "--seeds", "1"]}
+         "tree": ["--steps", "2", "--seeds", "1"],
+         "prompts": ["--prompts", "3", "--arms", "3", "--dim", "2", "--steps", "2", "--seeds", "1"]}
 FILES = {"good.csv": "0\n1\n0.5\n0.2\n", "arms.csv": "arm,reward\n1,1\n0,0\n3,0.5\n2,0.2\n", "grid.csv": "1,0\n0,1\n",
          "huge.csv": "1e300\n0\n1\n0\n", "prior.csv": "1\n2\n3\n4\n"}
 RUN_FILES = {"bandit": {"config.json", "metrics.csv", "final_policy.csv", "summary.json", "distribution.png",
                         ".ladsim-run"},
-             "tree": {"config.json", "metrics.csv", "final_policy.csv", "summary.json", ".ladsim-run"}}
+             "tree": {"config.json", "metrics.csv", "final_policy.csv", "summary.json", ".ladsim-run"},
+             "prompts": {"config.json", "metrics.csv", "prompts.csv", "passk.csv", "summary.json", ".ladsim-run"}}
 COMMANDS = {"bandit": BANDIT}
-if importlib.util.find_spec("ladsim.tree.commands") is not None:  # the token tree, once it exists
-    COMMANDS["tree"] = TREE
+for name, table in (("tree", TREE), ("prompts", PROMPTS)):  # the worlds, once they exist
+    if importlib.util.find_spec(f"ladsim.{name}.commands") is not None:
+        COMMANDS[name] = table
 
 
 def snapshot(directory: Path) -> dict[str, bytes | None]:
@@ -101,6 +108,10 @@ def check(command: str, args: list[str], capsys) -> None:
         for name, text in FILES.items():
             (work / name).write_text(text)
         np.save(work / "r.npy", np.arange(4.0))
+        rng = np.random.default_rng(0)
+        np.save(work / "base.npy", rng.standard_normal((3, 3)))
+        np.save(work / "reward.npy", np.eye(3))
+        np.save(work / "nan.npy", np.full((3, 3), np.nan))
         before = snapshot(work)
         cwd = os.getcwd()
         os.chdir(work)

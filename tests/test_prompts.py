@@ -411,3 +411,11 @@ def test_the_crossover_study_runs_and_draws_at_a_tiny_size(tmp_path):
     fig = plots.FIGURES[study.figure](data, title=study.title, caption=study.caption, **study.plot)
     (png,) = plots.save_figure(fig, tmp_path / study.name, formats=("png",))
     assert png.stat().st_size > 10_000
+
+
+def test_pass_at_k_of_a_prompt_always_solved_is_one_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pass_at_k(np.array([1.0, 0.0]), 1024).tolist() == [1.0, 0.0]
