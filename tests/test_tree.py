@@ -240,7 +240,8 @@ def test_a_tree_of_one_node_is_the_bandit(objective, mode, tmp_path):
                           refresh_every=2 if mode == "sampled" else 0, objectives=(objective,))
     np.save(tmp_path / "r.npy", bandit.reward_spec().expected_rewards())
     tree = TreeConfig(vocab=12, length=1, reward=str(tmp_path / "r.npy"), steps=150, seeds=3, log_every=50,
-                      init_std=0.2, eta=0.3, mode=mode, group_size=bandit.group_size, refresh_every=bandit.refresh_every,
+                      init_std=0.2, eta=0.3, mode=mode, group_size=bandit.group_size,
+                      refresh_every=bandit.refresh_every,
                       objectives=(objective,))
     b_traj, b_policy = train_bandit(bandit, objective)
     t_traj, t_policy = train_objective(tree, objective)

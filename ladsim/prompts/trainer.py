@@ -1,7 +1,7 @@
 """Training a many-prompt experiment: every objective of a :class:`PromptsConfig` through the world engine.
 
-``train_prompts(config)`` returns a :class:`PromptsResult` with tidy frames, as the bandit's ``train`` and ``train_tree``
-do; the loop is ``ladsim.engine.train_world`` on a :class:`ladsim.prompts.world.PromptsWorld`.
+``train_prompts(config)`` returns a :class:`PromptsResult` with tidy frames, as the bandit's ``train`` and
+``train_tree`` do; the loop is ``ladsim.engine.train_world`` on a :class:`ladsim.prompts.world.PromptsWorld`.
 """
 
 from __future__ import annotations
