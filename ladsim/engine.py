@@ -237,11 +237,12 @@ def rows_gradient(obj: Objective, entries: Entries, params: Any, state: Mapping[
     penalty adds ``weights * beta k'`` on the modifiers' entries, the entropy bonus ``coef m pi (logp + 1)``
     per row (``m = Part.row_mass``). Each part's entries go back onto the rows by its adjoint.
     """
-    part = entries.objective
+    part, mods = entries.objective, entries.modifiers
     d_entries, d_state = entry_gradient(obj, part, params, state)
+    if kl is not None and mods is part:  # one scatter for both when they share the entries
+        d_entries = d_entries + part.weights * kl.grad(part.batch)
     g = part.adjoint(d_entries)
-    mods = entries.modifiers
-    if kl is not None:
+    if kl is not None and mods is not part:
         g = g + mods.adjoint(mods.weights * kl.grad(mods.batch))
     if bonus is not None:
         g = g + bonus.grad(logp, mods.row_mass)

@@ -27,6 +27,7 @@ from ladsim.objectives.registry import (
     layered_params,
     list_objectives,
     make_params,
+    memoized,
     objective_loss,
     objective_terms,
     params_dict,
@@ -38,7 +39,7 @@ from ladsim.objectives.registry import (
 
 __all__ = [
     "Batch", "EntropyBonus", "KLPenalty", "KL_ESTIMATORS", "OBJECTIVES", "Objective", "describe_fields",
-    "get_objective", "kl_terms", "layered_params", "list_objectives", "make_params", "objective_loss",
+    "get_objective", "kl_terms", "layered_params", "list_objectives", "make_params", "memoized", "objective_loss",
     "objective_terms", "params_dict", "parse_assignments", "register_gradient", "register_objective",
     "unregister_objective",
 ]

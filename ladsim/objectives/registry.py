@@ -109,19 +109,25 @@ class Batch:
         """``make()``, computed once per ``memo`` (see the attribute): ``make`` may read only the fields the
         memo is kept for, never ``logp``, ``entropy`` or an objective's state, and ``key`` must name
         everything else it depends on (e.g. ``("lad.log_q", params.eta)``)."""
-        if self.memo is None:
-            return make()
-        try:
-            return self.memo[key]
-        except KeyError:
-            value = self.memo[key] = make()
-            return value
+        return memoized(self.memo, key, make)
 
     def need(self, field: str, objective: str) -> Tensor:
         """``getattr(self, field)``, or a ``ValueError`` saying that ``objective`` needs it."""
         value = getattr(self, field)
         if value is None:
             raise ValueError(f"objective {objective!r} needs batch.{field}")
+        return value
+
+
+def memoized(memo: dict | None, key: Hashable, make: Callable[[], Any]) -> Any:
+    """``memo[key]``, computed by ``make()`` the first time (``memo = None``: always computed): the cache a
+    caller keeps while ``pi_old`` and the sample stay (``Batch.memo``; a world's constants per ``pi_old``)."""
+    if memo is None:
+        return make()
+    try:
+        return memo[key]
+    except KeyError:
+        value = memo[key] = make()
         return value
 
 

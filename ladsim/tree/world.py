@@ -38,7 +38,6 @@ response's total, a subtree sum (``TreeMaps.subtree_sums``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +46,7 @@ from torch import Tensor
 from ladsim.advantages import group_advantages
 from ladsim.bandit.metrics import PolicyMetrics
 from ladsim.engine import Entries, Part
-from ladsim.objectives import Batch, Objective
+from ladsim.objectives import Batch, Objective, memoized
 from ladsim.streams import SeedStreams
 from ladsim.tree.rewards import TreeReward
 from ladsim.tree.structure import TokenTree
@@ -238,7 +237,7 @@ class TreeWorld:
                     "weights": weights, "loss": loss, "logp_ref": self.log_prior_edge[edge],
                     "row_mass": maps.node_visits(loss_w).unsqueeze(1)}               # (S, 1, M)
 
-        c = _constant(memo, ("tree.exact_tokens", self.agg, pairs), fixed)
+        c = memoized(memo, ("tree.exact_tokens", self.agg, pairs), fixed)
         if pairs:
             logp = flat[:, c["edge"]]
         else:
@@ -274,7 +273,7 @@ class TreeWorld:
                 "nodes": nodes,
             }
 
-        c = _constant(memo, ("tree.sampled_tokens", self.agg), fixed)
+        c = memoized(memo, ("tree.sampled_tokens", self.agg), fixed)
         mask = sample.mask
         token_logp = torch.where(mask, flat.gather(1, sample.edges), 0.0)
         if ratio == "token":
@@ -385,12 +384,3 @@ class TreeWorld:
             "truncation_rate": pi @ self._truncated,
         })
         return out
-
-
-def _constant(memo: dict, key: Any, make) -> Any:
-    """``make()`` once per memo (the engine renews it at each refresh of ``pi_old`` and each new sample)."""
-    try:
-        return memo[key]
-    except KeyError:
-        value = memo[key] = make()
-        return value
