@@ -264,8 +264,8 @@ def format_markdown(results: list[CheckResult], seed: int, quick: bool, seconds:
             lines.append(f"- token-level LAD: worst relative gradient at the derived minimizer "
                          f"{_fmt(by['tree_token_lad'].worst_error)}; its smallest TV to P_A {_fmt(d['min_tv_to_p_a'])} "
                          f"(reverse KL with a length-independent mode excepted: there it is P_A); training "
-                         f"({d['train_steps']} Adam steps) ends within {_fmt(d['worst_train_tv'])} of it and at "
-                         f"least {_fmt(d['min_train_tv_to_p_a'])} from P_A.")
+                         f"({d['train_steps']} Adam steps) ends within {_fmt(d['worst_train_tv'])} of it, where it "
+                         f"is at least {_fmt(d['min_train_tv_to_p_a'])} from P_A.")
         if "tree_agg_gradient" in by:
             lines.append(f"- the exact gradient of every aggregation mode: worst relative error "
                          f"{_fmt(by['tree_agg_gradient'].worst_error)} against autograd.")
