@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ladsim import options
 from ladsim.bandit.config import OBJECTIVES, BanditConfig
-from ladsim.settings import MODES, OPTIMIZERS
+from ladsim.settings import MODES
 from ladsim.bandit.bench import CLI_REPEATS, SIZES
 from ladsim.bandit.metrics import SUMMARY_METRICS
 from ladsim.bandit.rewards import default_arms, load_prior
-from ladsim.divergences import DIVERGENCES
 from ladsim.io import check_out_file, write_json
 from ladsim.resources import check_threads
 
@@ -55,40 +55,38 @@ def summary_table(summary: dict, title: str, metrics: tuple[str, ...] = SUMMARY_
 
 def run_bandit(
     arms: Optional[int] = typer.Option(None, help="Number of arms (default 50; a reward file sets its own)."),
-    div: str = typer.Option("js", help=f"f-divergence of LAD: {', '.join(DIVERGENCES)}."),
+    div: str = options.DIV,
     objective: List[str] = typer.Option(list(OBJECTIVES), "--objective", "-o",
                                         help="Objective to train (repeatable); `ladsim objectives` lists them: "
                                              "grpo, lad, lad-theory, entadv, clip-cov, kl-cov, flowrl."),
-    set_: List[str] = typer.Option([], "--set", metavar="OBJ.PARAM=VALUE",
-                                   help="Set an objective's parameter (repeatable), e.g. --set flowrl.beta=10 "
-                                        "--set grpo.clip_ratio_c=3; `ladsim objectives` lists each one's."),
+    set_: List[str] = options.SET,
     kl: Optional[str] = typer.Option(None, help="Add a KL penalty to the prior with this estimator: "
                                                 "k1, k2, k3, k3+ (applies to every objective)."),
-    kl_beta: float = typer.Option(0.001, help="Coefficient beta of the KL penalty (verl's default 0.001)."),
-    entropy_coef: float = typer.Option(0.0, help="Entropy bonus coefficient (0 = none; every objective)."),
+    kl_beta: float = options.KL_BETA,
+    entropy_coef: float = options.ENTROPY_COEF,
     reward: str = typer.Option("mixture", help="'mixture[:MEAN/WIDTH/HEIGHT,...]', "
                                "'correct[:ARM,ARM,...][;p=P][;q=Q]' or a .csv/.npy file of rewards."),
-    eta: float = typer.Option(0.2, help="Temperature eta > 0 of the target pi_old exp(A/eta)."),
+    eta: float = options.ETA,
     steps: int = typer.Option(4000, help="Optimizer steps."),
-    lr: float = typer.Option(5e-3, help="Learning rate."),
-    optimizer: str = typer.Option("adam", help=f"Optimizer: {', '.join(OPTIMIZERS)}."),
+    lr: float = options.LR,
+    optimizer: str = options.OPTIMIZER,
     mode: str = typer.Option("exact", help=f"Expectations: {', '.join(MODES)} (exact = over all arms)."),
     group_size: int = typer.Option(16, help="Arms sampled per seed and batch in sampled mode (G >= 2)."),
-    advantage_scale: str = typer.Option("std", help="Sampled-mode advantages: 'std' (GRPO) or 'none' (Dr.GRPO)."),
-    refresh_every: int = typer.Option(0, help="Set pi_old to the policy every K steps (0 = frozen, 1 = on-policy)."),
-    epochs: int = typer.Option(1, help="Optimizer steps per sampled batch (inner epochs)."),
+    advantage_scale: str = options.ADVANTAGE_SCALE,
+    refresh_every: int = options.REFRESH_EVERY,
+    epochs: int = options.EPOCHS,
     prior: Optional[Path] = typer.Option(None, help="A .csv/.npy file with pi_old's prior (default uniform)."),
     init_std: float = typer.Option(0.0, help="Std of Gaussian noise added to the initial logits."),
-    clip: Optional[float] = typer.Option(None, help="GRPO clip epsilon (default: unclipped)."),
+    clip: Optional[float] = options.CLIP,
     seeds: int = typer.Option(8, help="Seeds, trained together as one batch."),
-    seed: int = typer.Option(0, help="Random seed of the run."),
-    log_every: int = typer.Option(50, help="Log metrics every this many steps."),
-    dtype: str = typer.Option("float64", help="float64 (exact numbers) or float32 (faster on many seeds)."),
-    device: str = typer.Option("cpu", help="Where to train: cpu or cuda (cuda:K)."),
+    seed: int = options.SEED,
+    log_every: int = options.LOG_EVERY,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: 1 below 4096 seeds x arms, "
                                                      "else all cores)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/bandit-<div>-<time>)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --out."),
+    overwrite: bool = options.OVERWRITE,
 ) -> None:
     """Train objectives side by side on an N-armed bandit and write a run directory.
 

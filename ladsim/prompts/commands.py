@@ -9,10 +9,11 @@ from typing import List, Optional
 
 import typer
 
+from ladsim import options
+
 from ladsim.bandit.commands import console, progress_bar, summary_table
-from ladsim.divergences import DIVERGENCES
 from ladsim.prompts.config import OBJECTIVES
-from ladsim.settings import MODES, OPTIMIZERS
+from ladsim.settings import MODES
 from ladsim.resources import check_threads
 
 TABLE_NAMES = {"expected_reward": "pass@1", "entropy": "entropy", "js_to_target": "JS to target",
@@ -32,34 +33,33 @@ def run_prompts(
     tabular: bool = typer.Option(False, help="Add a free logit per prompt and answer to the shared w."),
     objective: List[str] = typer.Option(list(OBJECTIVES), "--objective", "-o",
                                         help="Objective to train (repeatable); `ladsim objectives` lists them."),
-    set_: List[str] = typer.Option([], "--set", metavar="OBJ.PARAM=VALUE",
-                                   help="Set an objective's parameter (repeatable), e.g. --set flowrl.beta=5."),
+    set_: List[str] = options.SET,
     kl: Optional[str] = typer.Option(None, help="Add a KL penalty to the base policy with this estimator: k1, k2, "
                                                 "k3, k3+."),
-    kl_beta: float = typer.Option(0.001, help="Coefficient beta of the KL penalty."),
-    entropy_coef: float = typer.Option(0.0, help="Entropy bonus coefficient (0 = none)."),
-    eta: float = typer.Option(0.2, help="Temperature eta > 0 of the target pi_old exp(A/eta)."),
-    div: str = typer.Option("js", help=f"f-divergence of LAD: {', '.join(DIVERGENCES)}."),
+    kl_beta: float = options.KL_BETA,
+    entropy_coef: float = options.ENTROPY_COEF,
+    eta: float = options.ETA,
+    div: str = options.DIV,
     steps: int = typer.Option(2000, help="Optimizer steps."),
-    lr: float = typer.Option(5e-3, help="Learning rate."),
-    optimizer: str = typer.Option("adam", help=f"Optimizer: {', '.join(OPTIMIZERS)}."),
+    lr: float = options.LR,
+    optimizer: str = options.OPTIMIZER,
     mode: str = typer.Option("exact", help=f"Expectations: {', '.join(MODES)} (exact = over every answer)."),
     group_size: int = typer.Option(16, help="Answers sampled per prompt and seed in sampled mode (G >= 2)."),
-    advantage_scale: str = typer.Option("std", help="Sampled-mode advantages: 'std' (GRPO) or 'none' (Dr.GRPO)."),
-    refresh_every: int = typer.Option(0, help="Set pi_old to the policy every K steps (0 = frozen, 1 = on-policy)."),
-    epochs: int = typer.Option(1, help="Optimizer steps per sampled batch (inner epochs)."),
+    advantage_scale: str = options.ADVANTAGE_SCALE,
+    refresh_every: int = options.REFRESH_EVERY,
+    epochs: int = options.EPOCHS,
     init_std: float = typer.Option(0.0, help="Std of Gaussian noise on the initial shared parameters w."),
-    clip: Optional[float] = typer.Option(None, help="PPO clip epsilon of every objective that clips (default off)."),
+    clip: Optional[float] = options.CLIP,
     max_k: int = typer.Option(1024, help="pass@k for k = 1, 2, 4, ... up to this."),
     seeds: int = typer.Option(8, help="Seeds, trained together as one batch (each draws its own random setting)."),
-    seed: int = typer.Option(0, help="Random seed of the run."),
-    log_every: int = typer.Option(50, help="Log metrics every this many steps."),
-    dtype: str = typer.Option("float64", help="float64 (exact numbers) or float32."),
-    device: str = typer.Option("cpu", help="Where to train: cpu or cuda (cuda:K)."),
+    seed: int = options.SEED,
+    log_every: int = options.LOG_EVERY,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one below 4096 seeds x prompts "
                                                      "x answers, else all cores)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/prompts-P<P>-N<N>-d<d>-<time>)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --out (only a directory ladsim wrote)."),
+    overwrite: bool = options.OVERWRITE,
 ) -> None:
     """Train objectives on many prompts whose logits b + phi . w share the parameters w, and write a run
     directory with pass@k against k for the base and each trained policy, and where the base overtakes it.

@@ -8,12 +8,13 @@ from typing import List, Optional
 
 import typer
 
+from ladsim import options
+
 from ladsim.bandit.commands import console, progress_bar, summary_table
-from ladsim.divergences import DIVERGENCES
 from ladsim.llm.objective_loss import RATIOS
 from ladsim.llm.token_loss import AGG_MODES
 from ladsim.resources import check_threads
-from ladsim.settings import MODES, OPTIMIZERS
+from ladsim.settings import MODES
 from ladsim.tree.config import OBJECTIVES
 from ladsim.tree.rewards import DEFAULT_ANSWERS
 
@@ -32,36 +33,35 @@ def run_tree(
                                "with one reward per response."),
     objective: List[str] = typer.Option(list(OBJECTIVES), "--objective", "-o",
                                         help="Objective to train (repeatable); `ladsim objectives` lists them."),
-    set_: List[str] = typer.Option([], "--set", metavar="OBJ.PARAM=VALUE",
-                                   help="Set an objective's parameter (repeatable), e.g. --set flowrl.beta=5."),
+    set_: List[str] = options.SET,
     agg: str = typer.Option("token-mean", help=f"verl's loss_agg_mode: {', '.join(AGG_MODES)} (exact mode: its "
                                                "large-batch limit)."),
     ratio: str = typer.Option("token", help=f"Importance ratio per token: {', '.join(RATIOS)} (sequence-mean = "
                                             "GSPO's length-normalized ratio)."),
     kl: Optional[str] = typer.Option(None, help="Add a per-token KL penalty to pi_0 with this estimator: k1, k2, "
                                                 "k3, k3+."),
-    kl_beta: float = typer.Option(0.001, help="Coefficient beta of the KL penalty."),
-    entropy_coef: float = typer.Option(0.0, help="Per-token entropy bonus coefficient (0 = none)."),
-    eta: float = typer.Option(0.2, help="Temperature eta > 0 of the target pi_old exp(A/eta)."),
-    div: str = typer.Option("js", help=f"f-divergence of LAD: {', '.join(DIVERGENCES)}."),
+    kl_beta: float = options.KL_BETA,
+    entropy_coef: float = options.ENTROPY_COEF,
+    eta: float = options.ETA,
+    div: str = options.DIV,
     steps: int = typer.Option(2000, help="Optimizer steps."),
-    lr: float = typer.Option(5e-3, help="Learning rate."),
-    optimizer: str = typer.Option("adam", help=f"Optimizer: {', '.join(OPTIMIZERS)}."),
+    lr: float = options.LR,
+    optimizer: str = options.OPTIMIZER,
     mode: str = typer.Option("exact", help=f"Expectations: {', '.join(MODES)} (exact = over every response)."),
     group_size: int = typer.Option(16, help="Responses sampled per seed and batch in sampled mode (G >= 2)."),
-    advantage_scale: str = typer.Option("std", help="Sampled-mode advantages: 'std' (GRPO) or 'none' (Dr.GRPO)."),
-    refresh_every: int = typer.Option(0, help="Set pi_old to the policy every K steps (0 = frozen, 1 = on-policy)."),
-    epochs: int = typer.Option(1, help="Optimizer steps per sampled batch (inner epochs)."),
+    advantage_scale: str = options.ADVANTAGE_SCALE,
+    refresh_every: int = options.REFRESH_EVERY,
+    epochs: int = options.EPOCHS,
     init_std: float = typer.Option(0.0, help="Std of Gaussian noise added to the initial logits."),
-    clip: Optional[float] = typer.Option(None, help="PPO clip epsilon of every objective that clips (default off)."),
+    clip: Optional[float] = options.CLIP,
     seeds: int = typer.Option(8, help="Seeds, trained together as one batch."),
-    seed: int = typer.Option(0, help="Random seed of the run."),
-    log_every: int = typer.Option(50, help="Log metrics every this many steps."),
-    dtype: str = typer.Option("float64", help="float64 (exact numbers) or float32."),
-    device: str = typer.Option("cpu", help="Where to train: cpu or cuda (cuda:K)."),
+    seed: int = options.SEED,
+    log_every: int = options.LOG_EVERY,
+    dtype: str = options.DTYPE,
+    device: str = options.DEVICE,
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default 1)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/tree-V<V>-L<L>-<time>)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --out (only a directory ladsim wrote)."),
+    overwrite: bool = options.OVERWRITE,
 ) -> None:
     """Train objectives on a token tree (responses of up to L tokens, every one enumerated) with the LLM
     path's token losses, and write a run directory.
