@@ -103,8 +103,10 @@ class World(Protocol):
         """Sampled mode: a fresh sample of responses from ``pi_old`` with their advantages."""
 
     def entries(self, obj: Objective, logp: Tensor, old: Any, sample: Any, memo: dict, streams: SeedStreams,
-                with_modifiers: bool) -> Entries:
-        """The step's loss entries from the policy rows ``logp`` (differentiable gathers)."""
+                modifiers: frozenset[str]) -> Entries:
+        """The step's loss entries from the policy rows ``logp`` (differentiable gathers); ``modifiers``: the
+        Batch fields the run's KL penalty and entropy bonus read (``logp_ref``, ``entropy``), empty without
+        them."""
 
     def state_shape(self) -> tuple[int, ...]:
         """The shape of an objective's own state (FlowRL's ``log Z``): one per seed, or per seed and prompt."""
@@ -164,7 +166,7 @@ def _train(world: World, obj: Objective, params: Any, sch: Schedule, engine: str
             t.requires_grad_(True)
         opt = make_optimizer([*tensors, *state.values()], sch)  # reads its `optimizer` and `lr`
     sampled = sch.sampled and not obj.full_support
-    with_modifiers = sch.kl is not None or sch.bonus is not None
+    modifiers = frozenset().union(*(m.needs for m in (sch.kl, sch.bonus) if m is not None))
 
     old = world.behaviour(prior)
     sample = None
@@ -188,7 +190,7 @@ def _train(world: World, obj: Objective, params: Any, sch: Schedule, engine: str
         if step % sch.log_every == 0:
             log(step)
         logp = world.log_policy(tensors)
-        entries = world.entries(obj, logp, old, sample if sampled else None, memo, streams, with_modifiers)
+        entries = world.entries(obj, logp, old, sample if sampled else None, memo, streams, modifiers)
         if fused:
             g, d_state = rows_gradient(obj, entries, params, state, sch.kl, sch.bonus, logp)
             opt.step([*world.params_grad(tensors, g, logp), *(d_state[k] for k in state)])

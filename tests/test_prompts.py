@@ -106,7 +106,8 @@ def test_the_chain_rule_through_the_features_is_autograds(objective, mode, share
     kl, bonus = config.replace(kl="k3", kl_beta=0.1).kl_penalty(), config.replace(entropy_coef=0.05).entropy_bonus()
 
     def entries():  # clip-cov's pick draws: each path gets the same fresh stream
-        return world.entries(obj, logp, old, None if obj.full_support else sample, {}, SeedStreams(5, 3), True)
+        return world.entries(obj, logp, old, None if obj.full_support else sample, {}, SeedStreams(5, 3),
+                             frozenset({"logp_ref", "entropy"}))
 
     loss = entries_loss(obj, entries(), params, state, kl, bonus)
     auto = torch.autograd.grad(loss.sum(), [w, theta, *state.values()])

@@ -282,7 +282,7 @@ def test_a_sampled_tree_batch_is_the_llm_paths_loss_and_gradient(objective, rati
     old = world.behaviour(world.log_policy([theta_old]))
     sample = world.draw(old, streams)
     logp = world.log_policy([theta])
-    entries = world.entries(obj, logp, old, sample, {}, streams, with_modifiers=False)
+    entries = world.entries(obj, logp, old, sample, {}, streams, modifiers=frozenset())
     loss = entries_loss(obj, entries, params, {}, None, None)
     tree_grad = torch.autograd.grad(loss.sum(), theta, retain_graph=True)[0]
     fused, _ = rows_gradient(obj, entries, params, {}, None, None, logp)
@@ -317,7 +317,7 @@ def test_the_exact_loss_is_the_llm_paths_token_terms_weighted_by_pi_old(objectiv
     obj, params = get_objective(objective), config.objective_params(objective)
     old = world.behaviour(world.log_policy([theta_old]))
     logp = world.log_policy([theta])
-    loss = entries_loss(obj, world.entries(obj, logp, old, None, {}, SeedStreams(0, 2), False), params, {}, None,
+    loss = entries_loss(obj, world.entries(obj, logp, old, None, {}, SeedStreams(0, 2), frozenset()), params, {}, None,
                         None)
     tree = world.tree
     lengths = torch.as_tensor(tree.response_length, dtype=torch.float64)

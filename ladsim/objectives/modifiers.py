@@ -9,6 +9,7 @@ themselves are the loss core's (:func:`ladsim.losses.kl_terms`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -24,6 +25,7 @@ class KLPenalty:
     beta: float = 0.001
     estimator: str = "k3"
     clamp: bool = False
+    needs: ClassVar[frozenset[str]] = frozenset({"logp_ref"})  # the Batch field its terms read
 
     def __post_init__(self) -> None:
         check_number("kl beta", self.beta, low=0.0)
@@ -55,6 +57,7 @@ class EntropyBonus:
     """``- coef * H`` per action (verl ``entropy_coeff``): rewards a spread-out policy."""
 
     coef: float = 0.0
+    needs: ClassVar[frozenset[str]] = frozenset({"entropy"})  # the Batch field its terms read
 
     def __post_init__(self) -> None:
         check_number("entropy coef", self.coef, low=0.0)

@@ -159,10 +159,10 @@ class PromptsWorld:
                       torch.full((S, P, G), 1.0 / (G * P), dtype=self.dtype, device=self.device))
 
     def entries(self, obj: Objective, logp: Tensor, old: Old, sample: Sample | None, memo: dict,
-                streams: SeedStreams, with_modifiers: bool) -> Entries:
-        needs_entropy = "entropy" in obj.needs or with_modifiers
+                streams: SeedStreams, modifiers: frozenset[str]) -> Entries:
+        needs_entropy = "entropy" in obj.needs or "entropy" in modifiers
         entropy = -(logp.exp() * logp).sum(-1, keepdim=True) if needs_entropy else None  # (S, P, 1)
-        with_ref = "logp_ref" in obj.needs or with_modifiers
+        with_ref = "logp_ref" in obj.needs or "logp_ref" in modifiers
         if sample is None or obj.full_support:
             batch = Batch(logp=logp, logp_old=old.logp, advantages=old.advantages, weights=old.pi,
                           logp_ref=self.log_base if with_ref else None, entropy=entropy, generator=streams,

@@ -68,7 +68,7 @@ def exact_loss(world: TreeWorld, old, objective: str, params) -> Callable[[torch
     streams = SeedStreams(0, 1)
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
-        entries = world.entries(obj, world.log_policy([theta]), old, None, {}, streams, False)
+        entries = world.entries(obj, world.log_policy([theta]), old, None, {}, streams, frozenset())
         return entries_loss(obj, entries, params, {}, None, None)[0]
 
     return loss

@@ -184,9 +184,10 @@ class TreeWorld:
         return Sample(responses, edges, mask.reshape(self.seeds, -1), mask.sum(-1), logp_old, advantages)
 
     def entries(self, obj: Objective, logp: Tensor, old: Old, sample: Sample | None, memo: dict,
-                streams: SeedStreams, with_modifiers: bool) -> Entries:
+                streams: SeedStreams, modifiers: frozenset[str]) -> Entries:
         flat = logp.reshape(self.seeds, -1)
-        needs_entropy = "entropy" in obj.needs or with_modifiers
+        with_modifiers = bool(modifiers)
+        needs_entropy = "entropy" in obj.needs or "entropy" in modifiers
         entropy = -(logp.exp() * logp).sum(1) if needs_entropy else None  # (S, M) per node
         token_unit = obj.unit == "token" and not obj.full_support
         shared = with_modifiers and token_unit and self.ratio == "token"  # one part serves both

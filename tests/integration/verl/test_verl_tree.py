@@ -45,7 +45,7 @@ def tree_step(objective: str, mode: str, params: dict, ratio: str = "token", see
     old = world.behaviour(world.log_policy([theta_old]))
     sample = world.draw(old, streams)
     obj = get_objective(objective)
-    entries = world.entries(obj, world.log_policy([theta]), old, sample, {}, streams, with_modifiers=False)
+    entries = world.entries(obj, world.log_policy([theta]), old, sample, {}, streams, modifiers=frozenset())
     loss = entries_loss(obj, entries, config.objective_params(objective), {}, None, None)[0]
     return world, sample, theta, loss
 
