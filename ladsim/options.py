@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from ladsim.advantages import ESTIMATORS
 from ladsim.divergences import DIVERGENCES
 from ladsim.settings import OPTIMIZERS, TrainSettings
 
@@ -24,7 +25,12 @@ DIV: str = typer.Option(_D.div, help=f"f-divergence of LAD: {', '.join(DIVERGENC
 LR: float = typer.Option(_D.lr, help="Learning rate.")
 OPTIMIZER: str = typer.Option(_D.optimizer, help=f"Optimizer: {', '.join(OPTIMIZERS)}.")
 ADVANTAGE_SCALE: str = typer.Option(_D.advantage_scale,
-                                    help="Sampled-mode advantages: 'std' (GRPO) or 'none' (Dr.GRPO).")
+                                    help="grpo's std flag (verl norm_adv_by_std_in_grpo): 'std' (GRPO) or 'none' "
+                                         "(Dr.GRPO); also grpo-passk's.")
+ADVANTAGE: Optional[str] = typer.Option(None, metavar="NAME",
+                                        help=f"Advantage estimator: {', '.join(ESTIMATORS)} (`ladsim objectives` "
+                                             "lists them). Default: grpo on sampled groups, R - E_pi_old[R] "
+                                             "(dr-grpo's limit) where advantages are exact.")
 REFRESH_EVERY: int = typer.Option(_D.refresh_every,
                                   help="Set pi_old to the policy every K steps (0 = frozen, 1 = on-policy).")
 EPOCHS: int = typer.Option(_D.epochs, help="Optimizer steps per sampled batch (inner epochs).")

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
+import torch
 
-from ladsim.advantages import SCALES
+from ladsim.advantages import ESTIMATORS, SCALES, exact_affine, get_estimator
 from ladsim.divergences import get_divergence
 from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, layered_params
 from ladsim.ranges import TARGET, check_exponent, check_range
@@ -45,8 +46,9 @@ def fills(config: "TrainSettings", *fields: str) -> bool:
 SHARED_INERT = (
     Inert("group_size", lambda c: c.mode == "sampled", "with --mode sampled"),
     Inert("epochs", lambda c: c.mode == "sampled", "with --mode sampled (optimizer steps per sampled batch)"),
-    Inert("advantage_scale", lambda c: c.mode == "sampled",
-          "with --mode sampled (exact advantages are R - E_pi_old[R], never scaled)"),
+    Inert("advantage_scale", lambda c: c.scales_advantages(),
+          "on the estimators grpo and grpo-passk (verl's norm_adv_by_std_in_grpo): sampled mode's default, or "
+          "--advantage grpo (exact mode's default advantage R - E_pi_old[R] is never scaled)"),
     Inert("kl_beta", lambda c: c.kl is not None, "with --kl (the penalty it weighs)"),
     Inert("clip", lambda c: fills(c, "eps_low", "eps_high"),
           "on objectives that clip (parameters eps_low/eps_high, as `ladsim objectives` lists) where --set does "
@@ -76,6 +78,7 @@ class TrainSettings:
     mode: str = "exact"
     group_size: int = 16
     advantage_scale: str = "std"
+    advantage: str | None = None
     refresh_every: int = 0
     epochs: int = 1
     init_std: float = 0.0
@@ -116,6 +119,15 @@ class TrainSettings:
         need(self.mode in MODES, f"unknown mode {self.mode!r}; choose from: {', '.join(MODES)}")
         need(self.advantage_scale in SCALES,
              f"unknown advantage scale {self.advantage_scale!r}; choose from: {', '.join(SCALES)}")
+        need(self.advantage is None or self.advantage in ESTIMATORS,
+             f"unknown --advantage {self.advantage!r}; choose from: {', '.join(ESTIMATORS)}")
+        exact_users = [n for n in self.objectives if self.mode == "exact" or get_objective(n).full_support]
+        if self.advantage is not None and get_estimator(self.advantage).exact is None and exact_users:
+            who = f"{', '.join(exact_users)} train{'s' if len(exact_users) == 1 else ''}"
+            fix = (" in exact mode: add --mode sampled" if self.mode == "exact" else
+                   f" on exact advantages (every response): drop {'it' if len(exact_users) == 1 else 'them'}")
+            raise ValueError(f"--advantage {self.advantage} is sampled-only (it has no large-group limit), but "
+                             f"{who}{fix}")
         get_divergence(self.div)
         if self.mode == "sampled":
             need(self.group_size >= 2, f"--group-size must be >= 2 in sampled mode, got {self.group_size}")
@@ -153,16 +165,35 @@ class TrainSettings:
         if self.kl is not None:
             check_range("kl_beta", self.kl_beta, self.dtype)
 
+    def estimators(self) -> tuple[str, str]:
+        """The advantage estimators ``(exact, sampled)`` of the run (``ladsim.advantages``): ``--advantage`` for
+        both, by default ``dr-grpo``'s limit ``R - E_pi_old[R]`` where advantages are exact (exact mode, and
+        objectives that read every response) and ``grpo`` on sampled groups."""
+        exact = self.advantage if self.advantage and get_estimator(self.advantage).exact else "dr-grpo"
+        # a sampled-only --advantage leaves exact advantages to the default: check_settings refuses a run that
+        # would read them (exact mode, full-support objectives), the worlds' behaviour() still computes them
+        return (exact, self.advantage or "grpo")
+
+    def scales_advantages(self) -> bool:
+        """Whether ``advantage_scale`` acts: an estimator that reads it (``grpo``, ``grpo-passk``) is used."""
+        exact, sampled = self.estimators()
+        return ((self.mode == "sampled" and get_estimator(sampled).scaled)
+                or (self.advantage is not None and get_estimator(exact).scaled))
+
+    def std_scaled(self) -> bool:
+        """Whether sampled groups are GRPO's std-scaled ones (the std target of ``ladsim.bandit.metrics``)."""
+        return self.mode == "sampled" and self.estimators()[1] == "grpo" and self.advantage_scale == "std"
+
     def draws(self) -> bool:
         """Whether the run draws random numbers: initial noise, sampled groups, or an objective that may draw
         (a world with random parts of its own adds them)."""
         return (self.init_std > 0 or self.mode == "sampled"
                 or any("generator" in get_objective(name).needs for name in self.objectives))
 
-    def check_reward_ranges(self, rewards: np.ndarray, what: str = "arm") -> None:
+    def check_reward_ranges(self, rewards: np.ndarray, what: str = "arm", batch: int | None = None) -> None:
         """The rewards' magnitude and resolution in the run's dtype, and the exponent ``max|A| / eta`` of the
-        target and of every LAD objective trained (``ladsim.ranges``): ``max|A|`` is the rewards' span, or
-        ``(G - 1)/sqrt(G)`` for std-scaled group advantages (the largest z-score of ``G`` samples)."""
+        target and of every LAD objective trained (``ladsim.ranges``), ``max|A|`` as :meth:`top_advantage`
+        bounds it; ``batch``: the entries (tokens) of one seed's sampled batch (default ``group_size``)."""
         top = float(np.max(np.abs(rewards)))
         span = float(np.ptp(rewards))
         check_range("reward", top, self.dtype)
@@ -171,16 +202,39 @@ class TrainSettings:
                              f"to learn")
         check_range("reward_offset", top / span, self.dtype)
         check_exponent(span / self.eta, TARGET, self.dtype, f"the target (reward span {span:.3g}, --eta {self.eta})")
-        group = self.mode == "sampled" and self.advantage_scale == "std"
         for name in self.objectives:
             params = self.objective_params(name)
             if not (hasattr(params, "eta") and hasattr(params, "div")):
                 continue
-            std_scaled = group and not get_objective(name).full_support
-            top_adv = (self.group_size - 1) / math.sqrt(self.group_size) if std_scaled else span
+            sampled = self.mode == "sampled" and not get_objective(name).full_support
+            top_adv, why = self.top_advantage(rewards, sampled, batch or self.group_size)
             check_exponent(top_adv / params.eta, params.div, self.dtype,
-                           f"{name} (max|A| = {top_adv:.3g}: " + ("std-scaled groups of "
-                           f"{self.group_size}" if std_scaled else "the reward span") + f", eta {params.eta})")
+                           f"{name} (max|A| = {top_adv:.3g}: {why}, eta {params.eta})")
+
+    def top_advantage(self, rewards: np.ndarray, sampled: bool, batch: int) -> tuple[float, str]:
+        """A bound on ``|A|`` and what it is. Sampled: the largest value the estimator can give a group of
+        ``G`` in a batch of ``batch`` entries (a z-score of ``n`` values is at most ``(n - 1)/sqrt(n)``; GPG's
+        ``alpha`` at most ``batch``). Exact: the rewards' span, times the estimator's factor at the uniform
+        policy over ``rewards`` where it scales (the factor follows ``pi_old`` as it moves)."""
+        span, G = float(np.ptp(rewards)), self.group_size
+        exact_name, sampled_name = self.estimators()
+        name = sampled_name if sampled else exact_name
+        std = self.advantage_scale == "std"
+        if sampled:
+            zscore = lambda n: (n - 1) / math.sqrt(n)  # noqa: E731
+            bound = {"grpo": (zscore(G), f"std-scaled groups of {G}") if std else (span, "the reward span"),
+                     "grpo-passk": (math.sqrt(G), f"a std-scaled gap in groups of {G}") if std
+                     else (span, "the reward span"),
+                     "reinforce++": (zscore(batch), f"whitened over {batch} tokens"),
+                     "reinforce++-baseline": (zscore(batch), f"whitened over {batch} tokens"),
+                     "gpg": (batch * span, f"the reward span times GPG's alpha <= {batch}"),
+                     "trl-batch": (zscore(batch), f"batch-std-scaled over {batch} rewards")}
+            return bound.get(name, (span, "the reward span"))
+        r = torch.as_tensor(np.asarray(rewards, dtype=np.float64).reshape(1, -1))
+        baseline, factor = exact_affine(name, r, torch.full_like(r, 1.0 / r.numel()), greedy=r.max().view(1),
+                                        scale=self.advantage_scale)
+        top = float((factor * (r - baseline)).abs().max())
+        return (span, "the reward span") if top <= span else (top, f"{name} at the uniform policy")
 
     def shared_settings(self) -> dict:
         """The run-wide settings that fill objective parameters of the same names: ``eta``, ``div`` and, with

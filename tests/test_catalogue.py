@@ -188,7 +188,7 @@ def test_the_gradient_check_sees_a_wrong_hand_gradient(name):
 
 # --- the engines: fused against the autograd reference, in the bandit and in the token tree ---------------------
 
-# Measured (2026-12-04): <= 2.2e-15 over the final policies and every logged metric, except sapo with tau 2 and 3
+# Measured (2026-12-03): <= 2.2e-15 over the final policies and every logged metric, except sapo with tau 2 and 3
 # in the sampled regime, 1.1e-12 (distinct@16; the policies 3.3e-13): Adam's 1/sqrt(v) amplifies the rounding
 # of the gradient (4 sigma (1 - sigma) r against autograd's (4/tau) ... tau) over 80 steps. Bound: 5e-12.
 TOL = 5e-12

@@ -73,6 +73,7 @@ def run_bandit(
     mode: str = typer.Option("exact", help=f"Expectations: {', '.join(MODES)} (exact = over all arms)."),
     group_size: int = typer.Option(16, help="Arms sampled per seed and batch in sampled mode (G >= 2)."),
     advantage_scale: str = options.ADVANTAGE_SCALE,
+    advantage: Optional[str] = options.ADVANTAGE,
     refresh_every: int = options.REFRESH_EVERY,
     epochs: int = options.EPOCHS,
     prior: Optional[Path] = typer.Option(None, help="A .csv/.npy file with pi_old's prior (default uniform)."),
@@ -104,7 +105,7 @@ def run_bandit(
     config = BanditConfig(  # the one validation pass over every setting, before any work
         arms=default_arms(reward) if arms is None else arms, reward=reward, objectives=tuple(objective), div=div,
         eta=eta, steps=steps, lr=lr, optimizer=optimizer, mode=mode, group_size=group_size,
-        advantage_scale=advantage_scale, refresh_every=refresh_every, epochs=epochs,
+        advantage_scale=advantage_scale, advantage=advantage, refresh_every=refresh_every, epochs=epochs,
         prior=None if prior is None else load_prior(prior), init_std=init_std, clip=clip, seeds=seeds, seed=seed,
         log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
         entropy_coef=entropy_coef, device=device,

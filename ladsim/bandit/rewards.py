@@ -72,6 +72,10 @@ class _Deterministic:
         """``E[r^2 | y]`` of one sampled reward, ``(N,)``: deterministic, so ``R(y)^2``."""
         return self.expected_rewards() ** 2
 
+    def nonzero_prob(self) -> np.ndarray:
+        """``P(r != 0 | y)`` of one sampled reward, ``(N,)``: deterministic, so ``R(y) != 0``."""
+        return (self.expected_rewards() != 0).astype(np.float64)
+
     def sample(self, arms: Tensor, gen: torch.Generator | None = None) -> Tensor:
         return torch.as_tensor(self.expected_rewards(), device=arms.device)[arms]
 
@@ -165,6 +169,10 @@ class CorrectSet:
 
     def second_moment(self) -> np.ndarray:
         """``E[r^2 | y]`` of one sampled reward, ``(N,)``: a Bernoulli reward's is its mean."""
+        return self.success_prob()
+
+    def nonzero_prob(self) -> np.ndarray:
+        """``P(r != 0 | y)`` of one sampled reward, ``(N,)``: a pull pays 1 or 0, so its success probability."""
         return self.success_prob()
 
     def sample(self, arms: Tensor, gen: torch.Generator | SeedStreams | None = None) -> Tensor:

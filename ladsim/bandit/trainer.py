@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ladsim.advantages import group_advantages
+from ladsim.advantages import exact_estimator_advantages, group_advantages, sampled_advantages
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.fused import FusedOptimizer, logit_gradient, objective_gradient
 from ladsim.bandit.metrics import PolicyMetrics
@@ -88,7 +88,7 @@ def std_target_log_distribution(config: BanditConfig) -> Tensor | None:
     """The target of sampled mode with std-scaled advantages, ``log softmax(log pi_old + R / (sigma eta))``,
     ``(N,)``, at the prior; ``None`` in other modes. ``sigma = sqrt(E_{pi_old}[r^2] - E_{pi_old}[r]^2)`` is the
     std of one sampled reward, the large-group limit of the group std that GRPO divides advantages by."""
-    if config.mode != "sampled" or config.advantage_scale != "std":
+    if not config.std_scaled():
         return None
     spec = config.reward_spec()
     prior = log_prior(config).double().exp().numpy()
@@ -113,6 +113,35 @@ def make_optimizer(params: Tensor | list[Tensor], config: BanditConfig) -> torch
 def exact_advantages(rewards: Tensor, logp_old: Tensor) -> Tensor:
     """``A = R - E_{pi_old}[R]``: ``rewards (N,)``, ``logp_old (S, N)`` -> ``(S, N)``."""
     return rewards - (logp_old.exp() * rewards).sum(-1, keepdim=True)
+
+
+def estimator_advantages(config: BanditConfig, rewards: Tensor, logp_old: Tensor) -> Tensor:
+    """The exact advantages of the run's estimator (``config.estimators()[0]``, its large-group limit), ``(S,
+    N)``; the default ``dr-grpo`` is :func:`exact_advantages`. Noisy rewards enter through their second moment
+    (``grpo``, ``reinforce++``, ``trl-batch``) and their chance of being nonzero (``gpg``)."""
+    name = config.estimators()[0]
+    if name == "dr-grpo":
+        return exact_advantages(rewards, logp_old)
+    spec = config.reward_spec()
+    as_tensor = lambda a: torch.as_tensor(a, dtype=rewards.dtype, device=rewards.device)  # noqa: E731
+    greedy = rewards[logp_old.argmax(-1)].unsqueeze(-1)                                 # (S, 1)
+    return exact_estimator_advantages(name, rewards, logp_old.exp().unsqueeze(1),
+                                      second_moment=as_tensor(spec.second_moment()),
+                                      nonzero=as_tensor(spec.nonzero_prob()), greedy=greedy,
+                                      scale=config.advantage_scale).squeeze(1)
+
+
+def group_estimator_advantages(config: BanditConfig, spec, arms: Tensor, logp_old: Tensor, streams,
+                               dtype: torch.dtype) -> Tensor:
+    """Advantages of the sampled pulls ``arms (S, G)`` under the run's sampled estimator, ``(S, G)``: their
+    rewards drawn (one per pull, the seeds' streams), and for ``remax`` one more pull of ``pi_old``'s greedy
+    arm per seed, its baseline."""
+    name = config.estimators()[1]
+    rewards = spec.sample(arms, streams).to(dtype)
+    if name == "grpo":
+        return group_advantages(rewards, scale=config.advantage_scale)
+    greedy = spec.sample(logp_old.argmax(-1, keepdim=True), streams).to(dtype) if name == "remax" else None
+    return sampled_advantages(name, rewards.unsqueeze(1), greedy=greedy, scale=config.advantage_scale).squeeze(1)
 
 
 def policy_entropy(logp: Tensor, out: Tensor | None = None) -> Tensor:
@@ -232,7 +261,7 @@ def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None]
     sampled = config.mode == "sampled" and not obj.full_support
 
     logp_old = prior.expand(S, N)
-    advantages = exact_advantages(rewards, logp_old)
+    advantages = estimator_advantages(config, rewards, logp_old)
     weights = logp_old.exp()
     arms = batch_logp_old = group_adv = logp_ref = None
     memo: dict = {}  # the objective's constants while pi_old and the sample stay (Batch.memo)
@@ -249,11 +278,11 @@ def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None]
         if config.refresh_every and step % config.refresh_every == 0:
             logp_old = torch.log_softmax(theta.detach(), -1)
             weights = logp_old.exp()
-            advantages = exact_advantages(rewards, logp_old)
+            advantages = estimator_advantages(config, rewards, logp_old)
             memo = {}
         if sampled and step % config.epochs == 0:  # a full-support objective never reads a sample
             arms = streams.categorical(weights, G)  # (S, G)
-            group_adv = group_advantages(spec.sample(arms, streams).to(dtype), scale=config.advantage_scale)
+            group_adv = group_estimator_advantages(config, spec, arms, logp_old, streams, dtype)
             batch_logp_old = logp_old.gather(-1, arms)
             logp_ref = prior[arms]
             memo = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ladsim.advantages import ESTIMATORS
 from ladsim.losses import KL_ESTIMATORS
 from ladsim.objectives.modifiers import EntropyBonus, KLPenalty
 from ladsim.objectives.registry import OBJECTIVES, describe_fields
@@ -40,7 +41,20 @@ def objectives_text() -> str:
         "set a parameter: ladsim run bandit -o flowrl --set flowrl.beta=10 (in `run bandit`, --eta/--div fill "
         "every eta/div parameter and --clip every eps_low/eps_high, before --set)",
     ]))
+    blocks.append(estimators_text())
     return "\n\n".join(blocks)
+
+
+def estimators_text() -> str:
+    """The advantage estimators' block of the listing (``--advantage NAME``, ``ladsim.advantages``)."""
+    lines = ["advantage estimators (--advantage NAME, every world; a batch is one seed's groups, every prompt's):"]
+    for est in ESTIMATORS.values():
+        lines += [f"{est.name}: {est.summary}", f"  sampled   {est.sampled}",
+                  f"  exact     {est.exact or 'none: sampled-only (refused where advantages are exact)'}",
+                  f"  as        {est.trainer}", f"  reference {est.reference}"]
+    lines.append("default: grpo on sampled groups (--advantage-scale std|none), R - E_pi_old[R] (dr-grpo's limit) "
+                 "where advantages are exact")
+    return "\n".join(lines)
 
 
 def list_objectives_command() -> None:

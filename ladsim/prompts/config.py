@@ -112,9 +112,9 @@ class PromptsConfig(TrainSettings):
             need(bool((np.ptp(rewards, axis=-1) > 0).any()),
                  f"--reward {self.reward}: every prompt's answers are rewarded alike, no advantage anywhere: "
                  f"nothing to learn")
-            self.check_reward_ranges(rewards, what="answer")
+            self.check_reward_ranges(rewards, what="answer", batch=P * self.group_size)
         else:
-            self.check_reward_ranges(np.array([0.0, 1.0]), what="answer")
+            self.check_reward_ranges(np.array([0.0, 1.0]), what="answer", batch=P * self.group_size)
         object.__setattr__(self, "_sizes_pnd", (P, N, d))
         object.__setattr__(self, "_files", files)
 

@@ -58,7 +58,8 @@ def make_world(config: PromptsConfig) -> PromptsWorld:
                            correct=config.correct, files=config.setting_files(), dtype=getattr(torch, config.dtype),
                            device=resolve_device(config.device))
     world = PromptsWorld(setting, config.seeds, tabular=config.tabular, group_size=config.group_size,
-                         advantage_scale=config.advantage_scale, init_std=config.init_std)
+                         advantage_scale=config.advantage_scale, estimators=config.estimators(),
+                         init_std=config.init_std)
     world.set_targets(config.eta, config.ks())
     return world
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ladsim.advantages import group_advantages
+from ladsim.advantages import exact_affine, group_advantages, sampled_advantages
 from ladsim.divergences import DIVERGENCES
 from ladsim.engine import Entries, Part
 from ladsim.losses import log_softmax_backward
@@ -77,14 +77,17 @@ class PromptsWorld:
     """``P`` prompts of ``N`` answers whose logits share ``w`` (module docstring), for ``seeds`` seeds.
 
     ``setting``: the base logits, features and rewards (``ladsim.prompts.setting``; parts shared by every
-    seed have a leading axis of 1); ``tabular``: add ``theta (S, P, N)``; ``group_size``, ``advantage_scale``:
-    sampled mode's groups; ``init_std``: noise on the initial ``w``.
+    seed have a leading axis of 1); ``tabular``: add ``theta (S, P, N)``; ``group_size``: sampled mode's
+    groups; ``estimators``: the advantage estimators ``(exact, sampled)`` (``ladsim.advantages``; a batch is
+    every prompt's group) and ``advantage_scale`` their std flag; ``init_std``: noise on the initial ``w``.
     """
 
     def __init__(self, setting: Setting, seeds: int, *, tabular: bool = False, group_size: int = 16,
-                 advantage_scale: str = "std", init_std: float = 0.0) -> None:
+                 advantage_scale: str = "std", estimators: tuple[str, str] = ("dr-grpo", "grpo"),
+                 init_std: float = 0.0) -> None:
         self.seeds, self.tabular = seeds, tabular
         self.group_size, self.advantage_scale, self.init_std = group_size, advantage_scale, init_std
+        self.estimators = estimators
         self.prompts, self.arms, self.dim = setting.sizes
         self.device = setting.features.device
         self.dtype = setting.features.dtype
@@ -144,8 +147,19 @@ class PromptsWorld:
     def behaviour(self, logp_old: Tensor) -> Old:
         logp = logp_old.detach()
         pi = logp.exp()
-        advantages = self.rewards - (pi * self.rewards).sum(-1, keepdim=True)
+        name = self.estimators[0]
+        if name == "dr-grpo":
+            advantages = self.rewards - (pi * self.rewards).sum(-1, keepdim=True)
+        else:
+            baseline, factor = exact_affine(name, self.rewards, pi, greedy=self.greedy_reward(logp),
+                                            scale=self.advantage_scale)
+            advantages = factor * (self.rewards - baseline)
         return Old(logp, pi, advantages, pi / self.prompts)
+
+    def greedy_reward(self, logp_old: Tensor) -> Tensor:
+        """The reward of each prompt's greedy answer under ``pi_old`` (the first argmax), ``(S, P)``."""
+        rewards = torch.broadcast_to(self.rewards, logp_old.shape)
+        return rewards.gather(-1, logp_old.argmax(-1, keepdim=True)).squeeze(-1)
 
     def draw(self, old: Old, streams: SeedStreams) -> Sample:
         S, P, G = self.seeds, self.prompts, self.group_size
@@ -154,8 +168,13 @@ class PromptsWorld:
         # as SeedStreams.categorical, per prompt: the first answer whose cumulative mass exceeds u
         answers = torch.searchsorted(cdf, u, right=True).clamp_(max=self.arms - 1)
         rewards = torch.broadcast_to(self.rewards, old.pi.shape).gather(-1, answers)
-        return Sample(answers, old.logp.gather(-1, answers), self.log_base.gather(-1, answers),
-                      group_advantages(rewards, scale=self.advantage_scale),
+        name = self.estimators[1]
+        if name == "grpo":
+            advantages = group_advantages(rewards, scale=self.advantage_scale)
+        else:  # the batch of verl's estimators: every prompt's group of one seed
+            advantages = sampled_advantages(name, rewards, greedy=self.greedy_reward(old.logp),
+                                            scale=self.advantage_scale)
+        return Sample(answers, old.logp.gather(-1, answers), self.log_base.gather(-1, answers), advantages,
                       torch.full((S, P, G), 1.0 / (G * P), dtype=self.dtype, device=self.device))
 
     def entries(self, obj: Objective, logp: Tensor, old: Old, sample: Sample | None, memo: dict,

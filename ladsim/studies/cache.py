@@ -21,11 +21,16 @@ from ladsim.io import atomic_file
 
 CACHE_VERSION = 2  # bump when a run's output format or meaning changes: every cached run is then recomputed
 DEFAULT_CACHE = Path("studies") / "cache"
+# Settings added after runs were cached, left out of the key at their default: the runs they do not change keep
+# their keys (a run at a new setting's default is the run it was before the setting existed).
+ADDED_SETTINGS = {"advantage": None}
 
 
 def run_key(kind: str, config) -> str:
     """SHA-256 of the canonical JSON of the run's full configuration and the cache format version."""
-    settings = {k: v for k, v in config.to_dict().items() if k != "device"}  # where it ran is not what it is
+    settings = {k: v for k, v in config.to_dict().items()
+                if k != "device"  # where it ran is not what it is
+                and not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])}
     payload = {"kind": kind, "config": settings, "version": CACHE_VERSION}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()

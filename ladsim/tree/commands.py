@@ -50,6 +50,7 @@ def run_tree(
     mode: str = typer.Option("exact", help=f"Expectations: {', '.join(MODES)} (exact = over every response)."),
     group_size: int = typer.Option(16, help="Responses sampled per seed and batch in sampled mode (G >= 2)."),
     advantage_scale: str = options.ADVANTAGE_SCALE,
+    advantage: Optional[str] = options.ADVANTAGE,
     refresh_every: int = options.REFRESH_EVERY,
     epochs: int = options.EPOCHS,
     init_std: float = typer.Option(0.0, help="Std of Gaussian noise added to the initial logits."),
@@ -79,7 +80,8 @@ def run_tree(
     config = TreeConfig(  # the one validation pass over every setting, before any work
         vocab=vocab, length=length, reward=reward, objectives=tuple(objective), agg=agg, ratio=ratio, div=div,
         eta=eta, steps=steps, lr=lr, optimizer=optimizer, mode=mode, group_size=group_size,
-        advantage_scale=advantage_scale, refresh_every=refresh_every, epochs=epochs, init_std=init_std, clip=clip,
+        advantage_scale=advantage_scale, advantage=advantage, refresh_every=refresh_every, epochs=epochs,
+        init_std=init_std, clip=clip,
         seeds=seeds, seed=seed, log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl,
         kl_beta=kl_beta, entropy_coef=entropy_coef, device=device)
     resolve_device(config.device)  # a clear error now, before any file is touched

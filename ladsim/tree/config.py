@@ -95,7 +95,7 @@ class TreeConfig(TrainSettings):
         reward = parse_tree_reward(self.reward, tree)
         object.__setattr__(self, "_tree", tree)
         object.__setattr__(self, "_reward", reward)
-        self.check_reward_ranges(reward.values, what="response")
+        self.check_reward_ranges(reward.values, what="response", batch=self.group_size * self.length)
 
     def tree(self) -> TokenTree:
         return self._tree

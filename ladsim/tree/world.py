@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ladsim.advantages import group_advantages
+from ladsim.advantages import exact_affine, group_advantages, sampled_advantages
 from ladsim.bandit.metrics import PolicyMetrics
 from ladsim.engine import Entries, Part
 from ladsim.objectives import Batch, Objective, memoized
@@ -94,8 +94,10 @@ class Old:
 
     flat: Tensor          # (S, E) log pi_old per edge
     responses: Tensor     # (S, R) log pi_old(y)
-    advantages: Tensor    # (S, R) R(y) - E_{pi_old}[R]
+    advantages: Tensor    # (S, R) factor (R(y) - baseline): the exact estimator's; default R(y) - E_{pi_old}[R]
     mean_length: Tensor   # (S, 1) E_{pi_old}|y|
+    baseline: Tensor      # (S, 1) the exact estimator's affine form (ladsim.advantages.exact_affine)
+    factor: Tensor        # (S, 1)
 
 
 @dataclass
@@ -113,15 +115,18 @@ class Sample:
 class TreeWorld:
     """The token tree of ``tree`` with ``reward``, for ``seeds`` seeds (module docstring).
 
-    ``agg``, ``ratio``: the LLM path's aggregation mode and ratio; ``group_size``, ``advantage_scale``:
-    sampled mode's groups; ``init_std``: noise on the initial logits.
+    ``agg``, ``ratio``: the LLM path's aggregation mode and ratio; ``group_size``: sampled mode's groups;
+    ``estimators``: the advantage estimators ``(exact, sampled)`` (``ladsim.advantages``) and
+    ``advantage_scale`` their std flag; ``init_std``: noise on the initial logits.
     """
 
     def __init__(self, tree: TokenTree, reward: TreeReward, seeds: int, *, agg: str = "token-mean",
-                 ratio: str = "token", group_size: int = 16, advantage_scale: str = "std", init_std: float = 0.0,
+                 ratio: str = "token", group_size: int = 16, advantage_scale: str = "std",
+                 estimators: tuple[str, str] = ("dr-grpo", "grpo"), init_std: float = 0.0,
                  dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> None:
         self.tree, self.reward, self.seeds = tree, reward, seeds
         self.agg, self.ratio, self.group_size, self.advantage_scale = agg, ratio, group_size, advantage_scale
+        self.estimators = estimators
         self.init_std, self.dtype, self.device = init_std, dtype, torch.device(device)
         self.maps = tree.tensors(self.device)
         self.shape = (tree.vocab, tree.n_nodes)  # the policy's (V, M) per seed
@@ -168,15 +173,40 @@ class TreeWorld:
         flat = logp_old.reshape(self.seeds, -1).detach()
         responses = self.maps.path_sums(flat)
         pi = responses.exp()
-        advantages = self.rewards - (pi * self.rewards).sum(-1, keepdim=True)
         mean_length = (pi * self.lengths).sum(-1, keepdim=True)
-        return Old(flat, responses, advantages, mean_length)
+        name = self.estimators[0]
+        if name == "dr-grpo":
+            baseline, factor = (pi * self.rewards).sum(-1, keepdim=True), None
+        else:
+            greedy = self.greedy_reward(flat) if name == "remax" else None
+            baseline, factor = (t.squeeze(1) for t in exact_affine(
+                name, self.rewards, pi.unsqueeze(1), lengths=self.lengths, greedy=greedy,
+                scale=self.advantage_scale))
+        advantages = self.rewards - baseline if factor is None else factor * (self.rewards - baseline)
+        return Old(flat, responses, advantages, mean_length, baseline,
+                   torch.ones_like(baseline) if factor is None else factor)
+
+    def greedy_reward(self, flat: Tensor) -> Tensor:
+        """The reward of each seed's greedy response (the argmax token at every node from the root), ``(S, 1)``:
+        the one response whose every edge is its node's argmax (the first on ties). ``flat (S, E)``."""
+        V, M = self.shape
+        argmax = flat.view(self.seeds, V, M).argmax(1, keepdim=True)                 # (S, 1, M)
+        tokens = torch.arange(V, device=flat.device).view(1, V, 1)
+        off_greedy = (tokens != argmax).to(flat.dtype).reshape(self.seeds, -1)      # (S, E) 1 off the argmax
+        response = self.maps.path_sums(off_greedy).argmin(-1, keepdim=True)         # the path with none off it
+        return self.rewards[response]
 
     def draw(self, old: Old, streams: SeedStreams) -> Sample:
         G, L = self.group_size, self.tree.length
         responses = streams.categorical(old.responses.exp(), G)                    # (S, G)
         rewards = self.rewards[responses]
-        advantages = group_advantages(rewards, scale=self.advantage_scale)
+        name = self.estimators[1]
+        if name == "grpo":
+            advantages = group_advantages(rewards, scale=self.advantage_scale)
+        else:
+            greedy = self.greedy_reward(old.flat) if name == "remax" else None
+            advantages = sampled_advantages(name, rewards.unsqueeze(1), lengths=self.lengths[responses].unsqueeze(1),
+                                            greedy=greedy, scale=self.advantage_scale).squeeze(1)
         path = torch.as_tensor(self.tree.response_edges, device=self.device)[responses]  # (S, G, L), -1 padded
         mask = path >= 0
         edges = path.clamp(min=0).reshape(self.seeds, G * L)
@@ -229,8 +259,8 @@ class TreeWorld:
                 edge, p = self.pairs["edge"], self.pairs["of_token"]
                 P = edge.shape[0]
                 collect = lambda w: flat.new_zeros(S, P).index_add_(1, p, w[:, maps.token_response])  # noqa: E731
-                mean_reward = (pi * self.rewards).sum(-1, keepdim=True)
-                advantages, weights, loss = self.pairs["value"] - mean_reward, collect(dist_w), collect(loss_w)
+                advantages = old.factor * (self.pairs["value"] - old.baseline)
+                weights, loss = collect(dist_w), collect(loss_w)
             else:
                 edge, at = maps.token_edge, maps.token_response
                 advantages, weights, loss = old.advantages[:, at], dist_w[:, at], loss_w[:, at]

@@ -17,7 +17,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ladsim.integrations.trl import LadsimGRPOConfig, LadsimGRPOTrainer
 
-# TOL is test_trl_trainer's float32 bound (rtol 1e-5, atol 1e-7); measured here (2026-12-04) <= 1.2e-7 absolute
+# TOL is test_trl_trainer's float32 bound (rtol 1e-5, atol 1e-7); measured here (2026-12-03) <= 1.2e-7 absolute
 # (luspo's token sums), the relative part carrying it where a gradient is large
 # TRL's settings away from its defaults, so that each must reach ladsim's loss: the clip (and CISPO's cap, which
 # acts: make_inputs' ratios reach e^1.5), SAPO's temperatures, VESPO's gamma weight

@@ -21,7 +21,7 @@ from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
 from ladsim.integrations.verl import make_policy_loss
 
-# TOL is the existing suite's float32 bound (rtol 2e-6, atol 1e-7); measured here (2026-12-04) <= 4.8e-7 absolute
+# TOL is the existing suite's float32 bound (rtol 2e-6, atol 1e-7); measured here (2026-12-03) <= 4.8e-7 absolute
 # (gspo's gradient) and <= 8.6e-7 relative beside a 1e-7 floor (dro's loss)
 # ladsim's name -> verl's
 VERL_NAMES = {"cispo": "cispo", "gspo": "gspo", "sapo": "sapo", "gmpo": "geo_mean", "dppo-tv": "dppo_tv",
