@@ -293,27 +293,32 @@ def ppo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: fl
     return terms
 
 
-KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
+KL_ESTIMATORS = ("k1", "k2", "k3", "k3+", "k1+", "abs", "abs+")
 
 
 def kl_terms(logp: Tensor, logp_ref: Tensor, estimator: str = "k3", *, clamp: bool = False) -> Tensor:
     """Per-sample KL estimators with ``t = logp - logp_ref`` (Schulman 2020; OBJECTIVES.md), shape of the inputs.
 
-        k1 = t        k2 = t^2 / 2        k3 = exp(-t) - 1 + t        k3+ = value of k3, gradient of k2
+        k1 = t        k2 = t^2 / 2        k3 = exp(-t) - 1 + t        abs = |t|
+        k1+, k3+, abs+ = the value of k1, k3, abs with the gradient of k2 (verl's straight-through "+")
 
     From samples of ``pi_theta``: ``E[k1] = E[k3] = KL(pi_theta || pi_ref)``. As a loss (gradient through
-    ``logp``, samples fixed) the expected gradients are 0 (k1), ``grad KL(pi || pi_ref)`` (k2, k3+) and
-    ``grad KL(pi_ref || pi)`` (k3). ``clamp=True`` applies verl's clamps (``-t`` to [-20, 20], k3 to
-    [-10, 10]); off by default (ladsim's exact numbers).
+    ``logp``, samples fixed) the expected gradients are 0 (k1), ``grad KL(pi || pi_ref)`` (k2 and every "+")
+    and ``grad KL(pi_ref || pi)`` (k3); abs's, ``E[sign(t) grad logp]``, is no divergence's. ``clamp=True``
+    applies verl's clamps (``-t`` to [-20, 20], k3 to [-10, 10]); off by default (ladsim's exact numbers).
     """
     if estimator not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {estimator!r}; choose one of: {', '.join(KL_ESTIMATORS)}")
     t = logp - logp_ref.detach()
     if estimator == "k1":
         return t
+    if estimator == "abs":
+        return t.abs()
     k2 = 0.5 * t * t
     if estimator == "k2":
         return k2
+    if estimator in ("k1+", "abs+"):
+        return (t if estimator == "k1+" else t.abs()).detach() + k2 - k2.detach()
     neg_t = t.neg().clamp(-20.0, 20.0) if clamp else t.neg()
     k3 = torch.expm1(neg_t) + t
     if clamp:

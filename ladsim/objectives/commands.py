@@ -36,7 +36,8 @@ def objectives_text() -> str:
     blocks.append("\n".join([
         "modifiers (compose with any objective):",
         f"  --kl {{{','.join(KL_ESTIMATORS)}}} --kl-beta B (default {kl.beta:g}): + B k(logp - logp_ref); "
-        "k1 = t, k2 = t^2/2, k3 = exp(-t) - 1 + t, k3+ = k3's value with k2's gradient (Schulman 2020; verl)",
+        "k1 = t, k2 = t^2/2, k3 = exp(-t) - 1 + t, abs = |t|; k1+, k3+, abs+ = k1's, k3's, abs's value with k2's "
+        "gradient (Schulman 2020; verl kl_penalty)",
         f"  --entropy-coef C (default {ent.coef:g}): - C H(pi) (verl entropy_coeff)",
         "set a parameter: ladsim run bandit -o flowrl --set flowrl.beta=10 (in `run bandit`, --eta/--div fill "
         "every eta/div parameter and --clip every eps_low/eps_high, before --set)",

@@ -37,12 +37,15 @@ class KLPenalty:
         return self.beta * kl_terms(batch.logp, logp_ref, self.estimator, clamp=self.clamp)
 
     def grad(self, batch: Batch) -> Tensor:
-        """``d terms / d logp`` elementwise, by hand: ``beta k'(t)`` with ``k1' = 1``, ``k2' = k3+' = t``,
-        ``k3' = 1 - exp(-t)`` (0 where a clamp of ``clamp=True`` holds the value)."""
+        """``d terms / d logp`` elementwise, by hand: ``beta k'(t)`` with ``k1' = 1``, ``abs' = sign(t)``,
+        ``k2' = t`` (and every straight-through "+"), ``k3' = 1 - exp(-t)`` (0 where a clamp of ``clamp=True``
+        holds the value)."""
         t = batch.logp - batch.need("logp_ref", f"kl penalty ({self.estimator})")
         if self.estimator == "k1":
             return torch.full_like(t, self.beta)
-        if self.estimator in ("k2", "k3+"):
+        if self.estimator == "abs":
+            return self.beta * torch.sign(t)
+        if self.estimator in ("k2", "k3+", "k1+", "abs+"):
             return self.beta * t
         if not self.clamp:
             return self.beta * -torch.expm1(-t)

@@ -45,9 +45,10 @@ def forward_kl(logp: Tensor, logp_ref: Tensor) -> Tensor:
     return (torch.exp(logp_ref) * (logp_ref - logp)).sum(-1)
 
 
-# which true divergence each estimator's expected gradient follows (None: zero gradient)
+# which true divergence each estimator's expected gradient follows (None: zero gradient); abs's, E[sign(t) grad
+# log pi], is no divergence's and is left out
 IDENTITY: dict[str, Callable[[Tensor, Tensor], Tensor] | None] = {
-    "k1": None, "k2": reverse_kl, "k3": forward_kl, "k3+": reverse_kl}
+    "k1": None, "k2": reverse_kl, "k3": forward_kl, "k3+": reverse_kl, "k1+": reverse_kl, "abs+": reverse_kl}
 
 
 def on_policy_loss(theta: Tensor, log_ref: Tensor, rewards: Tensor, beta: float, estimator: str | None) -> Tensor:
@@ -121,7 +122,7 @@ def fixed_point_forward(log_ref: np.ndarray, rewards: np.ndarray, beta: float) -
 
 def fixed_point(estimator: str, log_ref: np.ndarray, rewards: np.ndarray, beta: float) -> np.ndarray | None:
     """The closed-form fixed point for ``estimator`` (``None`` for k1: no fixed point inside the simplex)."""
-    if estimator in ("k2", "k3+"):
+    if estimator in ("k2", "k3+", "k1+", "abs+"):
         return fixed_point_reverse(log_ref, rewards, beta)
     if estimator == "k3":
         return fixed_point_forward(log_ref, rewards, beta)[0]
