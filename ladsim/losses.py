@@ -268,12 +268,16 @@ def _check_kl(beta: float, logp_ref: Tensor | None) -> None:
 
 def ppo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: float | None = None,
               eps_high: float | None = None, clip_ratio_c: float | None = None,
-              log_ratio_clamp: float | None = None) -> Tensor:
+              log_ratio_clamp: float | None = None, delta: float | None = None) -> Tensor:
     """Per-sample PPO-clip loss (OBJECTIVES.md "grpo"; verl ``vanilla``), to minimize; shape of the inputs.
 
         d = logp - logp_old  (clamped to [-log_ratio_clamp, log_ratio_clamp] if given; verl: 20),  r = exp(d)
-        l = max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))
+        l = max(-A min(r, delta), -A clip(r, 1 - eps_low, 1 + eps_high))   (min(r, delta) = r without delta)
         dual clip (A < 0 only, if clip_ratio_c is given; verl: 3):  l = min(l, -A c)
+
+    ``delta`` is TRL's two-sided clip (INTELLECT-2, arXiv:2505.07291): the unclipped ratio capped at ``delta``
+    (the clipped one not), which for ``delta >= 1 + eps_high`` caps a negative advantage's loss at ``-A delta``
+    as verl's dual clip does at ``-A c``.
 
     ``eps_low``/``eps_high`` ``None`` leave that side unclipped; all ``None`` is plain ``-A r``.
     Inputs must be validated and promoted by the caller.
@@ -282,7 +286,7 @@ def ppo_terms(logp: Tensor, logp_old: Tensor, advantages: Tensor, *, eps_low: fl
     if log_ratio_clamp is not None:
         log_ratio = log_ratio.clamp(-log_ratio_clamp, log_ratio_clamp)
     ratio = torch.exp(log_ratio)
-    surrogate = ratio * advantages
+    surrogate = (ratio if delta is None else ratio.clamp(max=delta)) * advantages
     if eps_low is not None or eps_high is not None:
         lo = 1.0 - (eps_low if eps_low is not None else float("inf"))
         hi = 1.0 + (eps_high if eps_high is not None else float("inf"))

@@ -954,6 +954,39 @@ def plot_prompts_passk(data, *, title: str = "", caption: str = "", axis: str = 
     return fig
 
 
+# --- every objective side by side: the catalogue study (figs 12, 13) --------------------------------------
+
+def plot_objective_bars(data, *, title: str = "", caption: str = "", axis: str = "objective",
+                        metrics: Sequence[str] = ("correct_mass", "mode_coverage", "length_incorrect")):
+    """One panel per metric, one horizontal bar per value of the grid axis ``axis`` (every objective, in the
+    study's order): the final mean over seeds with its 95% bootstrap interval (``data["summary"]``: ``<axis>,
+    objective, metric, seeds, mean, lo, hi``)."""
+    summary = data["summary"]
+    names = list(dict.fromkeys(summary[axis]))
+    y = np.arange(len(names))
+    cycle = variant_colors([str(n) for n in names])  # the registry's colour where an objective has one
+    colors = {str(n): OBJECTIVE_COLORS.get(str(n), cycle[str(n)]) for n in names}
+    with _style():
+        fig, axes = _figure(1, len(metrics), figsize=(3.3 * len(metrics) + 1.2, 0.28 * len(names) + 1.6),
+                            squeeze=False, layout="constrained", sharey=True)
+        for ax, metric in zip(axes[0], metrics):
+            m = summary[summary["metric"] == metric].set_index(axis).reindex(names)
+            mean, lo, hi = (m[c].to_numpy(dtype=float) for c in ("mean", "lo", "hi"))
+            ax.barh(y, mean, color=[colors[str(n)] for n in names], alpha=0.85, height=0.7)
+            ax.errorbar(mean, y, xerr=np.vstack([mean - lo, hi - mean]), fmt="none", ecolor="#30343f", lw=0.9,
+                        capsize=2)
+            ax.set_title(metric_title(metric), fontsize=10)
+            ax.set_xlabel(metric_label(metric))
+            ax.grid(axis="x", alpha=0.3)
+        axes[0, 0].set_yticks(y, [str(n) for n in names])
+        axes[0, 0].invert_yaxis()
+        seeds = int(summary["seeds"].min())
+        fig.suptitle((f"{title}\n" if title else "") + f"final mean and 95% bootstrap interval over {seeds} seeds",
+                     fontsize=10.5)
+        _caption(fig, caption)
+    return fig
+
+
 FIGURES = {
     "distribution": plot_distribution_figure,
     "landscape": plot_landscape_figure,
@@ -965,4 +998,5 @@ FIGURES = {
     "tree_sweep": plot_tree_sweep,
     "variant_curves": plot_variant_curves,
     "prompts_passk": plot_prompts_passk,
+    "objective_bars": plot_objective_bars,
 }

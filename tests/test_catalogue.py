@@ -36,7 +36,7 @@ ACTIVE = {
     "dppo-kl": {"delta_low": 0.002, "delta_high": 0.004, "ratio_cap": 2.0, "log_ratio_clamp": 1.5},
     "gpg": {},
     "dro": {"beta": 0.3},
-    "luspo": {"eps_low": 0.2, "eps_high": 0.3},
+    "luspo": {"eps_low": 0.2, "eps_high": 0.3, "delta": 1.5},
     "vespo": {"k_pos": 1.5, "lambda_pos": 2.5, "k_neg": 2.5, "lambda_neg": 1.5},
 }
 
@@ -52,13 +52,15 @@ def inputs(seed: int = 0, rows: int = 3, n: int = 40, spread: float = 1.0):
     return lp, log_softmax(lp + g.normal(0, spread, (rows, n))), g.normal(0, 1, (rows, n))
 
 
-def ppo_branch(a, s, lo, hi):
+def ppo_branch(a, s, lo, hi, delta=None):
     """PPO-clip of ``s``: ``(value, d value / d log s, clipped)`` (``max`` takes the larger; inside the band both
-    branches are equal and their gradients too)."""
+    branches are equal and their gradients too); ``delta``: TRL's two-sided clip, the unclipped ``s`` capped."""
     bounded = np.clip(s, -np.inf if lo is None else lo, np.inf if hi is None else hi)
-    value = np.maximum(-a * s, -a * bounded)
-    clipped = -a * bounded > -a * s
-    return value, np.where(clipped, 0.0, -a * s), clipped
+    capped = s if delta is None else np.minimum(s, delta)
+    value = np.maximum(-a * capped, -a * bounded)
+    clipped = -a * bounded > -a * capped
+    stopped = clipped | (capped < s)
+    return value, np.where(stopped, 0.0, -a * s), stopped
 
 
 def reference(name: str, lp, lp_old, a, p: dict):
@@ -73,7 +75,7 @@ def reference(name: str, lp, lp_old, a, p: dict):
     if name in ("gspo", "luspo"):
         cap = p.get("log_ratio_max")
         s = np.exp(d if cap is None else np.minimum(d, cap))
-        value, grad, clipped = ppo_branch(a, s, 1 - p["eps_low"], 1 + p["eps_high"])
+        value, grad, clipped = ppo_branch(a, s, 1 - p["eps_low"], 1 + p["eps_high"], p.get("delta"))
         return value, grad if cap is None else np.where(d <= cap, grad, 0.0), clipped
     if name == "sapo":
         tau = np.where(a > 0, p["tau_pos"], p["tau_neg"])

@@ -133,6 +133,7 @@ GRADIENT_CASES = [(o, mode, "chosen") for o in list_objectives() for mode in ("e
                   if mode != "sampled" or not get_objective(o).full_support]
 GRADIENT_CASES += [(o, "exact", "default") for o in ("grpo", *SELECTIVE)]
 GRADIENT_CASES += [("clip-cov", mode, "clipped") for mode in ("exact", "sampled")]
+GRADIENT_CASES += [("grpo", mode, "delta") for mode in ("exact", "exact-masked", "sampled")]
 
 
 @pytest.mark.parametrize("objective, mode, params_set", GRADIENT_CASES)
@@ -143,6 +144,8 @@ def test_hand_gradient_equals_autograd_of_the_loss(objective, mode, params_set):
         overrides.update(eps_low=0.2, eps_high=0.2)
     if objective == "grpo" and params_set == "chosen":  # every clip active somewhere in this batch
         overrides.update(eps_low=0.2, eps_high=0.2, clip_ratio_c=1.5, log_ratio_clamp=0.3)
+    if objective == "grpo" and params_set == "delta":  # TRL's two-sided clip instead of verl's dual clip
+        overrides.update(eps_low=0.2, eps_high=0.2, delta=1.25)
     params = make_params(objective, overrides)
     batch, logp = _random_batch(mode)
     entropy = -(logp.exp() * logp).sum(-1, keepdim=True)

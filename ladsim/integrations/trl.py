@@ -47,8 +47,9 @@ overrides exactly that method and keeps everything else of TRL (generation, rewa
 
 ``importance_sampling_level="sequence"`` uses the length-normalized sequence ratio of TRL (GSPO, ladsim's
 ``ratio="sequence-mean"``); the response-unit objectives (``gspo``, ``gmpo``) need it. Refused with a
-``ValueError`` when the trainer is built: ``delta`` two-sided clipping and the entropy bonus (``entropy_coef``),
-TRL's GRPO-specific options; a loss type of its own with another objective; ``gspo``/``gmpo`` at the token
+``ValueError`` when the trainer is built: ``delta`` two-sided clipping except on ``grpo`` and ``luspo``
+(which take it as their parameter ``delta``, TRL's clip), and the entropy bonus (``entropy_coef``, TRL's
+GRPO-specific option); a loss type of its own with another objective; ``gspo``/``gmpo`` at the token
 level; ``vespo`` with vLLM's importance-sampling correction (TRL folds that ratio into VESPO's sequence weight,
 which ladsim's token path does not carry).
 """
@@ -97,12 +98,16 @@ def _as_dict(objective_params: Mapping[str, Any] | str | None) -> dict[str, Any]
     return dict(value)
 
 
+DELTA_OBJECTIVES = ("grpo", "luspo")  # TRL applies delta to the PPO clip of loss types grpo, bnpo, dr_grpo, dapo, luspo
+
+
 def _trl_defaults(objective: str, args: Any) -> dict[str, Any]:
     """The parameters TRL's own loss of that name reads from its config (``args``, a ``GRPOConfig``), under
     ladsim's names: ``cispo``: ``eps_high = epsilon_high - 1`` (TRL caps the weight at ``epsilon_high``
     itself, default ``epsilon``), ``eps_low = None``, ``log_ratio_clamp = None``; ``sapo``: ``tau_pos``/
     ``tau_neg`` <- ``sapo_temperature_pos``/``_neg``, ``log_ratio_clamp = None``; ``vespo``: ``k_pos``,
-    ``lambda_pos``, ``k_neg``, ``lambda_neg`` <- ``vespo_*``. Other objectives: none."""
+    ``lambda_pos``, ``k_neg``, ``lambda_neg`` <- ``vespo_*``; an objective with a ``delta`` (``grpo``,
+    ``luspo``): TRL's two-sided clip ``delta`` where set. Other objectives: none."""
     if objective == "cispo":
         high = args.epsilon if args.epsilon_high is None else args.epsilon_high
         return {"eps_low": None, "eps_high": high - 1.0, "log_ratio_clamp": None}
@@ -110,6 +115,8 @@ def _trl_defaults(objective: str, args: Any) -> dict[str, Any]:
         return {"tau_pos": args.sapo_temperature_pos, "tau_neg": args.sapo_temperature_neg, "log_ratio_clamp": None}
     if objective == "vespo":
         return {name: getattr(args, f"vespo_{name}") for name in ("k_pos", "lambda_pos", "k_neg", "lambda_neg")}
+    if args.delta is not None and objective in DELTA_OBJECTIVES:
+        return {"delta": args.delta}
     return {}
 
 
@@ -246,10 +253,12 @@ class LadsimGRPOTrainer(GRPOTrainer):
         if self.loss_type not in LOSS_TYPES + OWN_LOSSES:
             raise ValueError(f"loss_type {self.loss_type!r} is a loss of its own; with a ladsim objective choose "
                              f"the aggregation: {', '.join(LOSS_TYPES)}")
-        refused = {"delta": a.delta is not None, "entropy_coef/use_adaptive_entropy": self._entropy_bonus_enabled}
-        for name, on in refused.items():
-            if on:
-                raise ValueError(f"{name} is not supported by LadsimGRPOTrainer (TRL's GRPO-specific option)")
+        if a.delta is not None and objective not in DELTA_OBJECTIVES:
+            raise ValueError(f"delta is TRL's two-sided PPO clip, which objective {objective!r} has none of: use "
+                             f"objective {' or '.join(map(repr, DELTA_OBJECTIVES))}, or unset delta")
+        if self._entropy_bonus_enabled:
+            raise ValueError("entropy_coef/use_adaptive_entropy is not supported by LadsimGRPOTrainer (TRL's "
+                             "GRPO-specific option)")
         check_catalogue_settings(objective, a)
         self.ladsim_objective = objective
         self.ladsim_params = _parameters_of(settings, a)

@@ -84,10 +84,10 @@ def _ratio_bounds(eps_low: float | None, eps_high: float | None) -> tuple[float 
 
 
 @functools.lru_cache(maxsize=64)
-def _as_grpo(eps_low: float | None, eps_high: float | None) -> GRPOParams:
-    """The PPO clip ``(eps_low, eps_high)`` as ``grpo``'s parameters (no dual clip, no clamp): gspo and luspo
-    share grpo's terms and hand gradient."""
-    return GRPOParams(eps_low=eps_low, eps_high=eps_high)
+def _as_grpo(eps_low: float | None, eps_high: float | None, delta: float | None = None) -> GRPOParams:
+    """The PPO clip ``(eps_low, eps_high)`` (and TRL's two-sided ``delta``) as ``grpo``'s parameters (no dual
+    clip, no clamp): gspo and luspo share grpo's terms and hand gradient."""
+    return GRPOParams(eps_low=eps_low, eps_high=eps_high, delta=delta)
 
 
 def _doc(text: str, default: Any) -> Any:
@@ -425,9 +425,11 @@ def dro_grad(batch: Batch, params: DROParams, state: Mapping[str, Tensor]) -> tu
 class LUSPOParams:
     eps_low: float | None = _doc("clip at 1 - eps_low (TRL epsilon 0.2; None: open)", 0.2)
     eps_high: float | None = _doc("clip at 1 + eps_high (TRL epsilon_high, default epsilon: 0.2; None: open)", 0.2)
+    delta: float | None = _doc("two-sided clip: the unclipped ratio capped at delta (None: off; TRL delta)", None)
 
     def __post_init__(self) -> None:
         _check_eps(self)
+        check_number("delta", self.delta, low=1.0, low_open=True, allow_none=True)
 
 
 @register_objective(
@@ -438,12 +440,12 @@ class LUSPOParams:
               "(l m).sum(-1).mean())",
     summary="LUSPO: GSPO's term on every token, summed per response (the length scaling is the aggregation)")
 def luspo(batch: Batch, params: LUSPOParams, state: Mapping[str, Tensor]) -> Tensor:
-    return grpo(batch, _as_grpo(params.eps_low, params.eps_high), state)
+    return grpo(batch, _as_grpo(params.eps_low, params.eps_high, params.delta), state)
 
 
 @register_gradient("luspo")
 def luspo_grad(batch: Batch, params: LUSPOParams, state: Mapping[str, Tensor]) -> tuple[Tensor, dict]:
-    return grpo_grad(batch, _as_grpo(params.eps_low, params.eps_high), state)
+    return grpo_grad(batch, _as_grpo(params.eps_low, params.eps_high, params.delta), state)
 
 
 # --- vespo ----------------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def _ppo(batch: Batch, params, advantages: Tensor | None = None) -> Tensor:
     return ppo_terms(batch.logp, batch.logp_old, batch.advantages if advantages is None else advantages,
                      eps_low=params.eps_low, eps_high=params.eps_high,
                      clip_ratio_c=getattr(params, "clip_ratio_c", None),
-                     log_ratio_clamp=getattr(params, "log_ratio_clamp", None))
+                     log_ratio_clamp=getattr(params, "log_ratio_clamp", None), delta=getattr(params, "delta", None))
 
 
 def _ppo_value_and_grad(batch: Batch, params, advantages: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -62,11 +62,15 @@ def _ppo_value_and_grad(batch: Batch, params, advantages: Tensor | None = None) 
     ratio = torch.exp(log_ratio)
     surrogate = ratio * a
     d_surrogate = surrogate
+    delta = getattr(params, "delta", None)
+    if delta is not None:  # TRL's two-sided clip: min(r, delta), the clamp passing the derivative for r <= delta
+        d_surrogate = torch.where(ratio <= delta, surrogate, torch.zeros_like(surrogate))
+        surrogate = ratio.clamp(max=delta) * a
     if eps_low is not None or eps_high is not None:
         lo = 1.0 - (eps_low if eps_low is not None else float("inf"))
         hi = 1.0 + (eps_high if eps_high is not None else float("inf"))
         clipped = ratio.clamp(lo, hi) * a
-        d_clipped = torch.where((ratio >= lo) & (ratio <= hi), surrogate, torch.zeros_like(surrogate))
+        d_clipped = torch.where((ratio >= lo) & (ratio <= hi), ratio * a, torch.zeros_like(surrogate))
         d_surrogate = _minimum_grad(surrogate, clipped, d_surrogate, d_clipped)
         surrogate = torch.minimum(surrogate, clipped)
     terms, d_terms = -surrogate, -d_surrogate
@@ -83,7 +87,7 @@ def _ppo_value_and_grad(batch: Batch, params, advantages: Tensor | None = None) 
 def _unclipped(params) -> bool:
     """Whether no clip, dual clip or log-ratio clamp is set: then ``ppo_terms`` is ``-A r`` everywhere."""
     return (params.eps_low is None and params.eps_high is None and getattr(params, "clip_ratio_c", None) is None
-            and getattr(params, "log_ratio_clamp", None) is None)
+            and getattr(params, "log_ratio_clamp", None) is None and getattr(params, "delta", None) is None)
 
 
 def _negated_advantages(batch: Batch) -> Tensor:
@@ -122,16 +126,19 @@ class GRPOParams:
         "doc": "dual clip for A < 0: l = min(l, -A c) (None: off; verl 3)"})
     log_ratio_clamp: float | None = field(default=None, metadata={
         "doc": "clamp logp - logp_old to [-x, x] before exp (None: off; verl 20)"})
+    delta: float | None = field(default=None, metadata={
+        "doc": "two-sided clip: the unclipped ratio capped at delta (None: off; TRL delta, INTELLECT-2)"})
 
     def __post_init__(self) -> None:
         _check_clip(self)
         check_number("clip_ratio_c", self.clip_ratio_c, low=1.0, low_open=True, allow_none=True)
         check_number("log_ratio_clamp", self.log_ratio_clamp, low=0.0, low_open=True, allow_none=True)
+        check_number("delta", self.delta, low=1.0, low_open=True, allow_none=True)
 
 
 @register_objective(
     "grpo", GRPOParams,
-    formula="l = max(-A r, -A clip(r, 1-eps_low, 1+eps_high)); A < 0: l = min(l, -A c)",
+    formula="l = max(-A min(r, delta), -A clip(r, 1-eps_low, 1+eps_high)); A < 0: l = min(l, -A c)",
     reference="Shao et al. 2024 (DeepSeekMath, GRPO), Schulman et al. 2017 (PPO); verl 'vanilla'",
     summary="GRPO / PPO-clip surrogate (unclipped in the bandit by default: advantage maximization)")
 def grpo(batch: Batch, params: GRPOParams, state: Mapping[str, Tensor]) -> Tensor:

@@ -137,6 +137,33 @@ def test_ladsim_grpo_equals_trls_loss(tmp_path, loss_type, level):
     assert not torch.allclose(loss_and_grads(lad, inputs)[0], s_loss, rtol=1e-3)
 
 
+@pytest.mark.parametrize(("loss_type", "objective"), [("grpo", "grpo"), ("dapo", "grpo"), ("luspo", "luspo")])
+def test_trls_two_sided_clip_delta_is_the_objectives_delta(tmp_path, loss_type, objective):
+    """TRL's ``delta`` (INTELLECT-2) reaches ladsim's ``delta`` parameter: equal to the stock loss with it, and
+    not equal without it. The token ratios of make_inputs reach e^1.5, so a cap at 1.3 above 1 + 0.28 acts;
+    LUSPO's sequence ratios (geometric means) reach only 1.079 on a negative advantage, so there the clip is
+    0.02 and the cap 1.05."""
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok)
+    level = "sequence" if objective == "luspo" else "token"
+    eps, eps_high, delta = (0.02, 0.02, 1.05) if objective == "luspo" else (0.2, 0.28, 1.3)
+    opts = dict(loss_type=loss_type, importance_sampling_level=level, epsilon=eps, epsilon_high=eps_high, delta=delta)
+    stock = make_trainer(GRPOTrainer, GRPOConfig, tmp_path / "stock", model=copy.deepcopy(model), **opts)
+    ours = make_trainer(LadsimGRPOTrainer, GRPOConfig, tmp_path / "ours", model=copy.deepcopy(model),
+                        objective=objective, **opts)
+    assert ours.ladsim_params.delta == delta
+    inputs = make_inputs(stock)
+    s_loss, s_grads = loss_and_grads(stock, inputs)
+    o_loss, o_grads = loss_and_grads(ours, inputs)
+    torch.testing.assert_close(o_loss, s_loss, **TOL)
+    for og, sg in zip(o_grads, s_grads, strict=True):
+        torch.testing.assert_close(og, sg, **TOL)
+    opts.pop("delta")
+    without = make_trainer(LadsimGRPOTrainer, GRPOConfig, tmp_path / "without", model=copy.deepcopy(model),
+                           objective=objective, **opts)
+    assert not torch.allclose(loss_and_grads(without, inputs)[0], s_loss, **TOL)
+
+
 @pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("objective", ["entadv", "clip-cov", "kl-cov"])
 def test_every_runnable_objective_gives_a_finite_loss_and_gradient(tmp_path, objective, way):
