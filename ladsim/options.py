@@ -19,6 +19,10 @@ SET: List[str] = typer.Option([], "--set", metavar="OBJ.PARAM=VALUE",
                               help="Set an objective's parameter (repeatable), e.g. --set flowrl.beta=5; "
                                    "`ladsim objectives` lists each one's.")
 KL_BETA: float = typer.Option(_D.kl_beta, help="Coefficient beta of the KL penalty (verl's default 0.001).")
+KL_BIAS_CORRECTION: bool = typer.Option(_D.kl_bias_correction, "--kl-bias-correction/--no-kl-bias-correction",
+                                        help="Weigh the KL penalty by the token ratio pi/pi_old (TRL's "
+                                             "use_bias_correction_kl): the current policy's KL under pi_old's "
+                                             "samples.")
 ENTROPY_COEF: float = typer.Option(_D.entropy_coef, help="Entropy bonus coefficient (0 = none; every objective).")
 ETA: float = typer.Option(_D.eta, help="Temperature eta > 0 of the target pi_old exp(A/eta).")
 DIV: str = typer.Option(_D.div, help=f"f-divergence of LAD: {', '.join(DIVERGENCES)}.")

@@ -957,28 +957,33 @@ def plot_prompts_passk(data, *, title: str = "", caption: str = "", axis: str = 
 # --- every objective side by side: the catalogue study (figs 12, 13) --------------------------------------
 
 def plot_objective_bars(data, *, title: str = "", caption: str = "", axis: str = "objective",
+                        rows: str | None = None,
                         metrics: Sequence[str] = ("correct_mass", "mode_coverage", "length_incorrect")):
-    """One panel per metric, one horizontal bar per value of the grid axis ``axis`` (every objective, in the
-    study's order): the final mean over seeds with its 95% bootstrap interval (``data["summary"]``: ``<axis>,
-    objective, metric, seeds, mean, lo, hi``)."""
+    """One panel per metric (and per value of the grid axis ``rows``, one row each), one horizontal bar per value
+    of the grid axis ``axis`` (every objective, in the study's order): the final mean over seeds with its 95%
+    bootstrap interval (``data["summary"]``: ``[<rows>,] <axis>, objective, metric, seeds, mean, lo, hi``)."""
     summary = data["summary"]
     names = list(dict.fromkeys(summary[axis]))
+    row_values = [None] if rows is None else list(dict.fromkeys(summary[rows]))
     y = np.arange(len(names))
     cycle = variant_colors([str(n) for n in names])  # the registry's colour where an objective has one
-    colors = {str(n): OBJECTIVE_COLORS.get(str(n), cycle[str(n)]) for n in names}
+    colors = [OBJECTIVE_COLORS.get(str(n), cycle[str(n)]) for n in names]
     with _style():
-        fig, axes = _figure(1, len(metrics), figsize=(3.3 * len(metrics) + 1.2, 0.28 * len(names) + 1.6),
-                            squeeze=False, layout="constrained", sharey=True)
-        for ax, metric in zip(axes[0], metrics):
-            m = summary[summary["metric"] == metric].set_index(axis).reindex(names)
-            mean, lo, hi = (m[c].to_numpy(dtype=float) for c in ("mean", "lo", "hi"))
-            ax.barh(y, mean, color=[colors[str(n)] for n in names], alpha=0.85, height=0.7)
-            ax.errorbar(mean, y, xerr=np.vstack([mean - lo, hi - mean]), fmt="none", ecolor="#30343f", lw=0.9,
-                        capsize=2)
-            ax.set_title(metric_title(metric), fontsize=10)
-            ax.set_xlabel(metric_label(metric))
-            ax.grid(axis="x", alpha=0.3)
-        axes[0, 0].set_yticks(y, [str(n) for n in names])
+        fig, axes = _figure(len(row_values), len(metrics), squeeze=False, layout="constrained", sharey=True,
+                            figsize=(3.3 * len(metrics) + 1.2, (0.26 * len(names) + 1.0) * len(row_values) + 0.8))
+        for r, row_value in enumerate(row_values):
+            part = summary if rows is None else summary[summary[rows] == row_value]
+            for c, metric in enumerate(metrics):
+                ax = axes[r, c]
+                m = part[part["metric"] == metric].set_index(axis).reindex(names)
+                mean, lo, hi = (m[k].to_numpy(dtype=float) for k in ("mean", "lo", "hi"))
+                ax.barh(y, mean, color=colors, alpha=0.85, height=0.7)
+                ax.errorbar(mean, y, xerr=np.vstack([mean - lo, hi - mean]), fmt="none", ecolor="#30343f", lw=0.9,
+                            capsize=2)
+                ax.set_title(metric_title(metric) + ("" if row_value is None else f"\n{row_value}"), fontsize=9.5)
+                ax.set_xlabel(metric_label(metric))
+                ax.grid(axis="x", alpha=0.3)
+            axes[r, 0].set_yticks(y, [str(n) for n in names])
         axes[0, 0].invert_yaxis()
         seeds = int(summary["seeds"].min())
         fig.suptitle((f"{title}\n" if title else "") + f"final mean and 95% bootstrap interval over {seeds} seeds",

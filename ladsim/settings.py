@@ -11,7 +11,8 @@ unless they restate the default) and the magnitude ranges of ``ladsim.ranges`` i
 Objective parameters are layered: the registry's defaults, then the run's shared settings (``eta`` and ``div``
 fill the fields of those names, ``clip`` fills ``eps_low`` and ``eps_high``), then ``params`` (what ``--set
 OBJ.PARAM=VALUE`` gives). ``kl`` names a KL estimator of a penalty ``kl_beta * k`` to the reference policy (the
-world's initial policy), ``entropy_coef > 0`` adds an entropy bonus; both apply to every objective of the run.
+world's initial policy; ``kl_bias_correction``: ``kl_beta * r * k``, TRL's), ``entropy_coef > 0`` adds an entropy
+bonus; both apply to every objective of the run.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ SHARED_INERT = (
           "on the estimators grpo and grpo-passk (verl's norm_adv_by_std_in_grpo): sampled mode's default, or "
           "--advantage grpo (exact mode's default advantage R - E_pi_old[R] is never scaled)"),
     Inert("kl_beta", lambda c: c.kl is not None, "with --kl (the penalty it weighs)"),
+    Inert("kl_bias_correction", lambda c: c.kl is not None, "with --kl (the penalty it corrects)"),
     Inert("clip", lambda c: fills(c, "eps_low", "eps_high"),
           "on objectives that clip (parameters eps_low/eps_high, as `ladsim objectives` lists) where --set does "
           "not give both"),
@@ -91,6 +93,7 @@ class TrainSettings:
     params: dict = field(default_factory=dict)
     kl: str | None = None
     kl_beta: float = 0.001
+    kl_bias_correction: bool = False
     entropy_coef: float = 0.0
     device: str = "cpu"
 
@@ -250,7 +253,8 @@ class TrainSettings:
 
     def kl_penalty(self) -> KLPenalty | None:
         """The KL penalty of the run, or ``None``."""
-        return None if self.kl is None else KLPenalty(self.kl_beta, self.kl)
+        return None if self.kl is None else KLPenalty(self.kl_beta, self.kl,
+                                                      bias_correction=self.kl_bias_correction)
 
     def entropy_bonus(self) -> EntropyBonus | None:
         """The entropy bonus of the run, or ``None``."""

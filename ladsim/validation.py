@@ -117,8 +117,8 @@ def check_inert(config: Any, rules: Iterable[Inert], flag_prefix: str = "--") ->
         value = getattr(config, rule.setting)
         if value != field_default(config, rule.setting) and not rule.acts(config):
             shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
-            raise ValueError(f"{flag_name(rule.setting, flag_prefix)} {shown} does nothing in this run: it acts "
-                             f"only {rule.why}; drop it")
+            flag = flag_name(rule.setting, flag_prefix) + ("" if value is True else f" {shown}")  # a switch: its name
+            raise ValueError(f"{flag} does nothing in this run: it acts only {rule.why}; drop it")
 
 
 def fills_a_field(params: Iterable[tuple[type, Mapping[str, Any]]], fields: Iterable[str]) -> bool:

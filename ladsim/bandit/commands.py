@@ -63,6 +63,7 @@ def run_bandit(
     kl: Optional[str] = typer.Option(None, help="Add a KL penalty to the prior with this estimator: "
                                                 "k1, k2, k3, k3+ (applies to every objective)."),
     kl_beta: float = options.KL_BETA,
+    kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
     reward: str = typer.Option("mixture", help="'mixture[:MEAN/WIDTH/HEIGHT,...]', "
                                "'correct[:ARM,ARM,...][;p=P][;q=Q]' or a .csv/.npy file of rewards."),
@@ -108,6 +109,7 @@ def run_bandit(
         advantage_scale=advantage_scale, advantage=advantage, refresh_every=refresh_every, epochs=epochs,
         prior=None if prior is None else load_prior(prior), init_std=init_std, clip=clip, seeds=seeds, seed=seed,
         log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
+        kl_bias_correction=kl_bias_correction,
         entropy_coef=entropy_coef, device=device,
     )
     resolve_device(config.device)  # a clear error now, before any file is touched

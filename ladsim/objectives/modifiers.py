@@ -20,11 +20,14 @@ from ladsim.objectives.registry import Batch, check_number
 @dataclass(frozen=True)
 class KLPenalty:
     """``+ beta * k(logp - logp_ref)`` per action; ``beta`` default 0.001 and k3 as in verl (``kl_loss_coef``,
-    ``low_var_kl``)."""
+    ``low_var_kl``). ``bias_correction``: ``+ beta * r * k`` with the (differentiable) token ratio ``r = pi /
+    pi_old``, TRL's ``use_bias_correction_kl``: under ``pi_old``'s samples (or weights) it estimates the KL of
+    the current policy, ``E_pi_old[r k] = E_pi[k]``, however far ``pi_old`` lags."""
 
     beta: float = 0.001
     estimator: str = "k3"
     clamp: bool = False
+    bias_correction: bool = False
     needs: ClassVar[frozenset[str]] = frozenset({"logp_ref"})  # the Batch field its terms read
 
     def __post_init__(self) -> None:
@@ -34,10 +37,26 @@ class KLPenalty:
 
     def terms(self, batch: Batch) -> Tensor:
         logp_ref = batch.need("logp_ref", f"kl penalty ({self.estimator})")
-        return self.beta * kl_terms(batch.logp, logp_ref, self.estimator, clamp=self.clamp)
+        k = kl_terms(batch.logp, logp_ref, self.estimator, clamp=self.clamp)
+        if self.bias_correction:
+            k = k * torch.exp(batch.logp - batch.logp_old.detach())
+        return self.beta * k
 
     def grad(self, batch: Batch) -> Tensor:
-        """``d terms / d logp`` elementwise, by hand: ``beta k'(t)`` with ``k1' = 1``, ``abs' = sign(t)``,
+        """``d terms / d logp`` elementwise, by hand (:meth:`estimator_grad`); with ``bias_correction``,
+        ``beta r (k + k')`` (the product rule, ``dr/dlogp = r``), which for k3 unclamped is ``beta r t``
+        exactly (``e^-t - 1 + t + 1 - e^-t``: the sum would cancel two terms of size ``e^-t``)."""
+        g = self.estimator_grad(batch)
+        if not self.bias_correction:
+            return g
+        ratio = torch.exp(batch.logp - batch.logp_old)
+        if self.estimator == "k3" and not self.clamp:
+            return ratio * (self.beta * (batch.logp - batch.logp_ref))
+        k = kl_terms(batch.logp, batch.need("logp_ref", "kl penalty"), self.estimator, clamp=self.clamp)
+        return ratio * (self.beta * k + g)
+
+    def estimator_grad(self, batch: Batch) -> Tensor:
+        """``beta k'(t)`` elementwise, by hand, with ``k1' = 1``, ``abs' = sign(t)``,
         ``k2' = t`` (and every straight-through "+"), ``k3' = 1 - exp(-t)`` (0 where a clamp of ``clamp=True``
         holds the value)."""
         t = batch.logp - batch.need("logp_ref", f"kl penalty ({self.estimator})")

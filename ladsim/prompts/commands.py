@@ -37,6 +37,7 @@ def run_prompts(
     kl: Optional[str] = typer.Option(None, help="Add a KL penalty to the base policy with this estimator: k1, k2, "
                                                 "k3, k3+."),
     kl_beta: float = options.KL_BETA,
+    kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
     eta: float = options.ETA,
     div: str = options.DIV,
@@ -85,7 +86,8 @@ def run_prompts(
         refresh_every=refresh_every,
         epochs=epochs, init_std=init_std, clip=clip, metric_ks=powers_of_two(max_k), seeds=seeds, seed=seed,
         log_every=log_every,
-        dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta, entropy_coef=entropy_coef,
+        dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
+        kl_bias_correction=kl_bias_correction, entropy_coef=entropy_coef,
         device=device)
     resolve_device(config.device)
     start = time.perf_counter()

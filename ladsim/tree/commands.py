@@ -41,6 +41,7 @@ def run_tree(
     kl: Optional[str] = typer.Option(None, help="Add a per-token KL penalty to pi_0 with this estimator: k1, k2, "
                                                 "k3, k3+."),
     kl_beta: float = options.KL_BETA,
+    kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
     eta: float = options.ETA,
     div: str = options.DIV,
@@ -83,7 +84,7 @@ def run_tree(
         advantage_scale=advantage_scale, advantage=advantage, refresh_every=refresh_every, epochs=epochs,
         init_std=init_std, clip=clip,
         seeds=seeds, seed=seed, log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl,
-        kl_beta=kl_beta, entropy_coef=entropy_coef, device=device)
+        kl_beta=kl_beta, kl_bias_correction=kl_bias_correction, entropy_coef=entropy_coef, device=device)
     resolve_device(config.device)  # a clear error now, before any file is touched
     start = time.perf_counter()
     with progress_bar() as bar:
