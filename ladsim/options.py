@@ -23,6 +23,9 @@ KL_BIAS_CORRECTION: bool = typer.Option(_D.kl_bias_correction, "--kl-bias-correc
                                         help="Weigh the KL penalty by the token ratio pi/pi_old (TRL's "
                                              "use_bias_correction_kl): the current policy's KL under pi_old's "
                                              "samples.")
+TOP_ENTROPY_QUANTILE: float = typer.Option(_D.top_entropy_quantile, metavar="Q",
+                                           help="Train only the tokens of the highest-entropy fraction Q of the "
+                                                "sampled batch (TRL top_entropy_quantile; 1 = every token).")
 ENTROPY_COEF: float = typer.Option(_D.entropy_coef, help="Entropy bonus coefficient (0 = none; every objective).")
 ETA: float = typer.Option(_D.eta, help="Temperature eta > 0 of the target pi_old exp(A/eta).")
 DIV: str = typer.Option(_D.div, help=f"f-divergence of LAD: {', '.join(DIVERGENCES)}.")

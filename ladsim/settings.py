@@ -52,6 +52,8 @@ SHARED_INERT = (
           "--advantage grpo (exact mode's default advantage R - E_pi_old[R] is never scaled)"),
     Inert("kl_beta", lambda c: c.kl is not None, "with --kl (the penalty it weighs)"),
     Inert("kl_bias_correction", lambda c: c.kl is not None, "with --kl (the penalty it corrects)"),
+    Inert("top_entropy_quantile", lambda c: c.mode == "sampled",
+          "with --mode sampled (a quantile of the sampled batch's token entropies; its exact limit is not built)"),
     Inert("clip", lambda c: fills(c, "eps_low", "eps_high"),
           "on objectives that clip (parameters eps_low/eps_high, as `ladsim objectives` lists) where --set does "
           "not give both"),
@@ -95,6 +97,7 @@ class TrainSettings:
     kl_beta: float = 0.001
     kl_bias_correction: bool = False
     entropy_coef: float = 0.0
+    top_entropy_quantile: float = 1.0
     device: str = "cpu"
 
     INERT: ClassVar[tuple[Inert, ...]] = SHARED_INERT
@@ -144,6 +147,14 @@ class TrainSettings:
         need(self.kl is None or self.kl in KL_ESTIMATORS,
              f"unknown --kl estimator {self.kl!r}; choose from: {', '.join(KL_ESTIMATORS)}")
         check_device(self.device)
+        need(finite(self.top_entropy_quantile) and 0 < self.top_entropy_quantile <= 1,
+             f"--top-entropy-quantile must lie in (0, 1], got {self.top_entropy_quantile}")
+        if self.top_entropy_quantile < 1:
+            need(self.entropy_coef == 0, "--top-entropy-quantile with --entropy-coef: TRL masks the entropy bonus "
+                                         "with the policy loss, ladsim's bonus keeps every token; use one of them")
+            whole = [n for n in self.objectives if get_objective(n).full_support]
+            need(not whole, f"--top-entropy-quantile masks sampled tokens, but {', '.join(whole)} reads every "
+                            f"response (no sampled tokens): drop it or the mask")
         KLPenalty(self.kl_beta)
         EntropyBonus(self.entropy_coef)
         need(isinstance(self.params, dict), f"params must be a mapping objective -> {{param: value}}, got "

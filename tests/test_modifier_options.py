@@ -10,7 +10,7 @@ import torch
 
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.trainer import train_objective
-from ladsim.objectives import Batch, KLPenalty, objective_loss
+from ladsim.objectives import Batch, KLPenalty, get_objective, objective_loss
 from ladsim.prompts.config import PromptsConfig
 from ladsim.prompts.trainer import train_objective as train_prompts_objective
 from ladsim.tree.config import TreeConfig
@@ -41,7 +41,8 @@ def test_the_corrected_penalty_under_pi_old_is_the_penalty_under_pi(estimator):
     assert (plain - want).abs().max() > 1e-3
 
 
-# Measured (2026-12-03): fused and autograd agree to <= 1.8e-15 with the corrected KL in every world and mode.
+# Measured (2026-12-03): fused and autograd agree to <= 1.8e-15 with the corrected KL in every world and mode,
+# <= 4.4e-16 with the top-entropy mask (below).
 # Bound: 1e-13.
 TOL = 1e-13
 WORLDS = {
@@ -73,3 +74,73 @@ def test_every_world_trains_the_corrected_kl_fused_as_autograd(world, regime):
 def test_the_correction_without_a_penalty_is_refused():
     with pytest.raises(ValueError, match="--kl-bias-correction does nothing in this run: it acts only with --kl"):
         BanditConfig(arms=8, kl_bias_correction=True)
+
+
+# --- TRL's top-entropy token mask (--top-entropy-quantile) ----------------------------------------------------
+
+def test_the_mask_keeps_the_tokens_at_or_above_the_quantile_of_each_row():
+    from ladsim.engine import top_entropy_mask
+    gen = torch.Generator().manual_seed(0)
+    entropy = torch.rand(3, 20, generator=gen, dtype=torch.float64)
+    valid = torch.rand(3, 20, generator=gen) > 0.3
+    for q in (0.2, 0.5, 1.0):
+        keep = top_entropy_mask(entropy, valid, q)
+        for s in range(3):  # reference: torch.quantile of the row's valid tokens, as TRL's get_high_entropy_mask
+            threshold = torch.quantile(entropy[s][valid[s]], 1 - q)
+            assert torch.equal(keep[s], (entropy[s] >= threshold) & valid[s])
+        assert not (keep & ~valid).any()
+    assert top_entropy_mask(entropy, valid, 1.0).equal(valid)
+    share = top_entropy_mask(entropy, valid, 0.2).sum(-1) / valid.sum(-1)
+    assert (share <= 0.3).all() and (share > 0.1).all()  # about the fraction asked for
+
+
+MASKED = {"tree": dict(mode="sampled", group_size=6, refresh_every=4, epochs=2, top_entropy_quantile=0.3),
+          "prompts": dict(mode="sampled", group_size=6, refresh_every=4, epochs=2, top_entropy_quantile=0.3)}
+
+
+@pytest.mark.parametrize("modifiers", [{}, {"kl": "k3", "kl_beta": 0.3}])
+@pytest.mark.parametrize("world", list(MASKED))
+def test_the_masked_worlds_train_fused_as_autograd(world, modifiers):
+    train, make = WORLDS[world]
+    config = make(objectives=("grpo",), **MASKED[world], **modifiers)
+    ref_traj, ref_policy = train(config, "grpo", engine="autograd")
+    traj, policy = train(config, "grpo", engine="fused")
+    assert np.abs(policy - ref_policy).max() <= TOL
+    for metric in ref_traj:
+        assert np.nanmax(np.abs(traj[metric] - ref_traj[metric])) <= TOL, metric
+    unmasked = train(config.replace(top_entropy_quantile=1.0), "grpo")[1]
+    assert np.abs(unmasked - policy).max() > 1e-6  # the mask reaches the training
+
+
+def test_the_mask_drops_the_low_entropy_tokens_from_the_objective_only():
+    from ladsim.engine import top_entropy_mask
+    from ladsim.streams import SeedStreams
+    from ladsim.tree.trainer import make_world
+    config = WORLDS["tree"][1](objectives=("grpo",), kl="k3", **MASKED["tree"])
+    world = make_world(config)
+    streams = SeedStreams(0, config.seeds)
+    params = world.initial_params(streams)
+    params[0] += 0.5 * torch.randn(params[0].shape, dtype=params[0].dtype, generator=torch.Generator().manual_seed(1))
+    logp = world.log_policy(params)
+    old = world.behaviour(logp)
+    sample = world.draw(old, streams)
+    entries = world.entries(get_objective("grpo"), logp, old, sample, {}, streams, frozenset({"logp_ref"}))
+    entropy = -(logp.exp() * logp).sum(1).gather(1, sample.edges % world.tree.n_nodes)
+    keep = top_entropy_mask(entropy, sample.mask, 0.3)
+    assert torch.equal(entries.objective.weights != 0, keep)            # the objective: only the kept tokens
+    assert torch.equal(entries.modifiers.weights != 0, sample.mask)     # the KL penalty: every sampled token
+    assert 0 < keep.sum() < sample.mask.sum()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(top_entropy_quantile=0.0), r"must lie in \(0, 1\]"),
+    (dict(top_entropy_quantile=0.5), "acts only with --mode sampled"),
+    (dict(top_entropy_quantile=0.5, mode="sampled", objectives=("gspo",)), "one term per response"),
+    (dict(top_entropy_quantile=0.5, mode="sampled", entropy_coef=0.1), "TRL masks the entropy bonus"),
+    (dict(top_entropy_quantile=0.5, mode="sampled", objectives=("lad-theory",)), "reads every response"),
+])
+def test_what_the_mask_cannot_do_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TreeConfig(vocab=3, length=3, reward="answers:1,21", steps=10, **kwargs)
+    with pytest.raises(ValueError, match="does nothing in the bandit: it has one state"):
+        BanditConfig(arms=8, steps=10, **{k: v for k, v in kwargs.items() if k != "objectives"})

@@ -47,6 +47,9 @@ class BanditConfig(TrainSettings):
         """One validation pass over the final settings, before anything is allocated: the shared settings
         (``TrainSettings.check_settings``), then the sizes against memory, the reward spec, the prior, and the
         rewards' magnitude ranges in the run's dtype."""
+        if self.top_entropy_quantile != 1.0:  # before the shared checks: in the bandit it never makes sense
+            raise ValueError("--top-entropy-quantile does nothing in the bandit: it has one state, so every token "
+                             "has the same entropy and the mask keeps all (use the token tree or many prompts)")
         self.check_settings()
         if not (isinstance(self.arms, int) and self.arms >= 2):
             raise ValueError(f"--arms must be an integer >= 2, got {self.arms}")

@@ -39,6 +39,7 @@ def run_prompts(
     kl_beta: float = options.KL_BETA,
     kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
+    top_entropy_quantile: float = options.TOP_ENTROPY_QUANTILE,
     eta: float = options.ETA,
     div: str = options.DIV,
     steps: int = typer.Option(2000, help="Optimizer steps."),
@@ -88,6 +89,7 @@ def run_prompts(
         log_every=log_every,
         dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
         kl_bias_correction=kl_bias_correction, entropy_coef=entropy_coef,
+        top_entropy_quantile=top_entropy_quantile,
         device=device)
     resolve_device(config.device)
     start = time.perf_counter()

@@ -59,6 +59,7 @@ def make_world(config: PromptsConfig) -> PromptsWorld:
                            device=resolve_device(config.device))
     world = PromptsWorld(setting, config.seeds, tabular=config.tabular, group_size=config.group_size,
                          advantage_scale=config.advantage_scale, estimators=config.estimators(),
+                         top_entropy_quantile=config.top_entropy_quantile,
                          init_std=config.init_std)
     world.set_targets(config.eta, config.ks())
     return world

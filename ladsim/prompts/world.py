@@ -29,6 +29,8 @@ The fused chain rule (``params_grad``): ``dL/dz = g - pi sum_y g`` per row (the 
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +38,7 @@ from torch import Tensor
 
 from ladsim.advantages import exact_affine, group_advantages, sampled_advantages
 from ladsim.divergences import DIVERGENCES
-from ladsim.engine import Entries, Part
+from ladsim.engine import Entries, Part, top_entropy_mask
 from ladsim.losses import log_softmax_backward
 from ladsim.objectives import Batch, Objective
 from ladsim.prompts.setting import Setting
@@ -79,15 +81,18 @@ class PromptsWorld:
     ``setting``: the base logits, features and rewards (``ladsim.prompts.setting``; parts shared by every
     seed have a leading axis of 1); ``tabular``: add ``theta (S, P, N)``; ``group_size``: sampled mode's
     groups; ``estimators``: the advantage estimators ``(exact, sampled)`` (``ladsim.advantages``; a batch is
-    every prompt's group) and ``advantage_scale`` their std flag; ``init_std``: noise on the initial ``w``.
+    every prompt's group) and ``advantage_scale`` their std flag; ``top_entropy_quantile < 1``: the objective
+    trains only the sampled answers of the prompts of highest entropy (TRL's mask over the batch's tokens, each
+    answer one token carrying its prompt's entropy; the modifiers keep every answer); ``init_std``: noise on the
+    initial ``w``.
     """
 
     def __init__(self, setting: Setting, seeds: int, *, tabular: bool = False, group_size: int = 16,
                  advantage_scale: str = "std", estimators: tuple[str, str] = ("dr-grpo", "grpo"),
-                 init_std: float = 0.0) -> None:
+                 top_entropy_quantile: float = 1.0, init_std: float = 0.0) -> None:
         self.seeds, self.tabular = seeds, tabular
         self.group_size, self.advantage_scale, self.init_std = group_size, advantage_scale, init_std
-        self.estimators = estimators
+        self.estimators, self.top_entropy_quantile = estimators, top_entropy_quantile
         self.prompts, self.arms, self.dim = setting.sizes
         self.device = setting.features.device
         self.dtype = setting.features.dtype
@@ -179,7 +184,8 @@ class PromptsWorld:
 
     def entries(self, obj: Objective, logp: Tensor, old: Old, sample: Sample | None, memo: dict,
                 streams: SeedStreams, modifiers: frozenset[str]) -> Entries:
-        needs_entropy = "entropy" in obj.needs or "entropy" in modifiers
+        masked = self.top_entropy_quantile < 1 and sample is not None
+        needs_entropy = "entropy" in obj.needs or "entropy" in modifiers or masked
         entropy = -(logp.exp() * logp).sum(-1, keepdim=True) if needs_entropy else None  # (S, P, 1)
         with_ref = "logp_ref" in obj.needs or "logp_ref" in modifiers
         if sample is None or obj.full_support:
@@ -199,7 +205,12 @@ class PromptsWorld:
             return torch.zeros_like(logp).scatter_add_(-1, answers, g)
 
         part = Part(batch, sample.loss_weights, adjoint, self.row_mass)
-        return Entries(part, part)
+        if not masked:
+            return Entries(part, part)
+        S, P, G = answers.shape
+        keep = top_entropy_mask(entropy.expand(S, P, G).reshape(S, P * G), torch.ones(S, P * G, dtype=torch.bool,
+                                device=logp.device), self.top_entropy_quantile).view(S, P, G)
+        return Entries(dataclasses.replace(part, weights=sample.loss_weights * keep), part)
 
     # --- metrics --------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ CACHE_VERSION = 2  # bump when a run's output format or meaning changes: every c
 DEFAULT_CACHE = Path("studies") / "cache"
 # Settings added after runs were cached, left out of the key at their default: the runs they do not change keep
 # their keys (a run at a new setting's default is the run it was before the setting existed).
-ADDED_SETTINGS = {"advantage": None, "kl_bias_correction": False}
+ADDED_SETTINGS = {"advantage": None, "kl_bias_correction": False, "top_entropy_quantile": 1.0}
 
 
 def run_key(kind: str, config) -> str:

@@ -43,6 +43,7 @@ def run_tree(
     kl_beta: float = options.KL_BETA,
     kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
+    top_entropy_quantile: float = options.TOP_ENTROPY_QUANTILE,
     eta: float = options.ETA,
     div: str = options.DIV,
     steps: int = typer.Option(2000, help="Optimizer steps."),
@@ -84,7 +85,8 @@ def run_tree(
         advantage_scale=advantage_scale, advantage=advantage, refresh_every=refresh_every, epochs=epochs,
         init_std=init_std, clip=clip,
         seeds=seeds, seed=seed, log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl,
-        kl_beta=kl_beta, kl_bias_correction=kl_bias_correction, entropy_coef=entropy_coef, device=device)
+        kl_beta=kl_beta, kl_bias_correction=kl_bias_correction, entropy_coef=entropy_coef,
+        top_entropy_quantile=top_entropy_quantile, device=device)
     resolve_device(config.device)  # a clear error now, before any file is touched
     start = time.perf_counter()
     with progress_bar() as bar:

@@ -46,6 +46,10 @@ INERT = SHARED_INERT + (
                              f" one term per response), or --kl / --entropy-coef"),
     Inert("ratio", per_token, f"on objectives with a term per token (not {ONE_TERM_PER_RESPONSE}: one term per "
                               f"response; the KL penalty reads token log-probs)"),
+    Inert("top_entropy_quantile", lambda c: c.mode == "sampled" and all(
+        get_objective(n).unit == "token" for n in c.objectives),
+        f"with --mode sampled on objectives with a term per token (not {ONE_TERM_PER_RESPONSE}: one term per "
+        f"response, no token to mask)"),
 )
 
 

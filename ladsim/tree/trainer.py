@@ -52,7 +52,7 @@ def make_world(config: TreeConfig) -> TreeWorld:
     """The :class:`TreeWorld` of ``config`` on its device, its metrics' targets set."""
     world = TreeWorld(config.tree(), config.reward_spec(), config.seeds, agg=config.agg, ratio=config.ratio,
                       group_size=config.group_size, advantage_scale=config.advantage_scale,
-                      estimators=config.estimators(),
+                      estimators=config.estimators(), top_entropy_quantile=config.top_entropy_quantile,
                       init_std=config.init_std, dtype=getattr(torch, config.dtype),
                       device=resolve_device(config.device))
     world.set_targets(config.eta, config.metric_ks, std_target=config.std_scaled())

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ladsim.advantages import exact_affine, group_advantages, sampled_advantages
 from ladsim.bandit.metrics import PolicyMetrics
-from ladsim.engine import Entries, Part
+from ladsim.engine import Entries, Part, top_entropy_mask
 from ladsim.objectives import Batch, Objective, memoized
 from ladsim.streams import SeedStreams
 from ladsim.tree.rewards import TreeReward
@@ -117,16 +117,19 @@ class TreeWorld:
 
     ``agg``, ``ratio``: the LLM path's aggregation mode and ratio; ``group_size``: sampled mode's groups;
     ``estimators``: the advantage estimators ``(exact, sampled)`` (``ladsim.advantages``) and
-    ``advantage_scale`` their std flag; ``init_std``: noise on the initial logits.
+    ``advantage_scale`` their std flag; ``top_entropy_quantile < 1``: the objective trains only the sampled
+    tokens of the highest-entropy fraction (TRL's mask; the modifiers keep every token); ``init_std``: noise on
+    the initial logits.
     """
 
     def __init__(self, tree: TokenTree, reward: TreeReward, seeds: int, *, agg: str = "token-mean",
                  ratio: str = "token", group_size: int = 16, advantage_scale: str = "std",
-                 estimators: tuple[str, str] = ("dr-grpo", "grpo"), init_std: float = 0.0,
-                 dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> None:
+                 estimators: tuple[str, str] = ("dr-grpo", "grpo"), top_entropy_quantile: float = 1.0,
+                 init_std: float = 0.0, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str = "cpu") -> None:
         self.tree, self.reward, self.seeds = tree, reward, seeds
         self.agg, self.ratio, self.group_size, self.advantage_scale = agg, ratio, group_size, advantage_scale
-        self.estimators = estimators
+        self.estimators, self.top_entropy_quantile = estimators, top_entropy_quantile
         self.init_std, self.dtype, self.device = init_std, dtype, torch.device(device)
         self.maps = tree.tensors(self.device)
         self.shape = (tree.vocab, tree.n_nodes)  # the policy's (V, M) per seed
@@ -217,10 +220,12 @@ class TreeWorld:
                 streams: SeedStreams, modifiers: frozenset[str]) -> Entries:
         flat = logp.reshape(self.seeds, -1)
         with_modifiers = bool(modifiers)
-        needs_entropy = "entropy" in obj.needs or "entropy" in modifiers
+        masked = self.top_entropy_quantile < 1 and sample is not None
+        needs_entropy = "entropy" in obj.needs or "entropy" in modifiers or masked
         entropy = -(logp.exp() * logp).sum(1) if needs_entropy else None  # (S, M) per node
         token_unit = obj.unit == "token" and not obj.full_support
-        shared = with_modifiers and token_unit and self.ratio == "token"  # one part serves both
+        # one part serves both, unless the entropy mask (the objective's alone) tells them apart
+        shared = with_modifiers and token_unit and self.ratio == "token" and not masked
         if not token_unit:  # one entry per response; the full-support oracle gets every one, in every mode
             part = self._responses(obj, flat, old, None if obj.full_support else sample, memo)
         elif sample is None:
@@ -318,6 +323,10 @@ class TreeWorld:
                       entropy=None if entropy is None else entropy.gather(1, c["nodes"]),
                       generator=streams, memo=memo if memo_ok else {})
 
+        weights = c["loss"]
+        if memo_ok and self.top_entropy_quantile < 1:  # the objective's part: TRL's top-entropy mask
+            weights = weights * top_entropy_mask(entropy.gather(1, c["nodes"]), mask, self.top_entropy_quantile)
+
         def adjoint(g: Tensor) -> Tensor:
             g = torch.where(mask, g, 0.0)
             if ratio != "token":
@@ -325,7 +334,7 @@ class TreeWorld:
                 g = torch.where(mask, per_response.repeat_interleave(L, dim=1), 0.0)
             return self._view(flat.new_zeros(S, self.tree.n_edges).scatter_add_(1, sample.edges, g))
 
-        return Part(batch, c["loss"], adjoint, c["row_mass"])
+        return Part(batch, weights, adjoint, c["row_mass"])
 
     def _responses(self, obj: Objective, flat: Tensor, old: Old, sample: Sample | None, memo: dict) -> Part:
         """One entry per response: ``log pi(y)`` for a full-support objective (every response), ``log pi(y) /
