@@ -41,7 +41,8 @@ from torch import Tensor
 
 from ladsim.bandit.fused import FusedOptimizer
 from ladsim.bandit.trainer import make_optimizer
-from ladsim.objectives import Batch, EntropyBonus, KLPenalty, Objective, get_objective
+from ladsim.objectives import (AdaptiveEntropy, Batch, EntropyBonus, KLPenalty, Objective, get_objective,
+                               mean_entropy)
 from ladsim.streams import SeedStreams
 
 
@@ -138,6 +139,7 @@ class Schedule:
     seed: int = 0
     kl: KLPenalty | None = None
     bonus: EntropyBonus | None = None
+    entropy_control: AdaptiveEntropy | None = None  # supplies each step's bonus instead of ``bonus``
 
 
 ENGINES = ("fused", "autograd")
@@ -175,7 +177,10 @@ def _train(world: World, obj: Objective, params: Any, sch: Schedule, engine: str
             t.requires_grad_(True)
         opt = make_optimizer([*tensors, *state.values()], sch)  # reads its `optimizer` and `lr`
     sampled = sch.sampled and not obj.full_support
-    modifiers = frozenset().union(*(m.needs for m in (sch.kl, sch.bonus) if m is not None))
+    modifiers = frozenset().union(*(m.needs for m in (sch.kl, sch.bonus, sch.entropy_control) if m is not None))
+    control = sch.entropy_control
+    controllers = None if control is None else control.begin(world.seeds, prior.dtype, prior.device)
+    bonus = sch.bonus
 
     old = world.behaviour(prior)
     sample = None
@@ -200,14 +205,19 @@ def _train(world: World, obj: Objective, params: Any, sch: Schedule, engine: str
             log(step)
         logp = world.log_policy(tensors)
         entries = world.entries(obj, logp, old, sample if sampled else None, memo, streams, modifiers)
+        if control is not None:
+            bonus = control.bonus(controllers)
         if fused:
-            g, d_state = rows_gradient(obj, entries, params, state, sch.kl, sch.bonus, logp)
+            g, d_state = rows_gradient(obj, entries, params, state, sch.kl, bonus, logp)
             opt.step([*world.params_grad(tensors, g, logp), *(d_state[k] for k in state)])
         else:
-            loss = entries_loss(obj, entries, params, state, sch.kl, sch.bonus)
+            loss = entries_loss(obj, entries, params, state, sch.kl, bonus)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
+        if control is not None:  # the step's mean token entropy, over the modifiers' entries
+            mods = entries.modifiers
+            control.update(controllers, mean_entropy(mods.weights, mods.batch.entropy))
         if on_steps is not None and (step + 1) % chunk == 0:
             on_steps(chunk)
     if on_steps is not None:

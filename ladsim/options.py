@@ -23,6 +23,14 @@ KL_BIAS_CORRECTION: bool = typer.Option(_D.kl_bias_correction, "--kl-bias-correc
                                         help="Weigh the KL penalty by the token ratio pi/pi_old (TRL's "
                                              "use_bias_correction_kl): the current policy's KL under pi_old's "
                                              "samples.")
+ENTROPY_TARGET: Optional[float] = typer.Option(None, metavar="H",
+                                               help="Adaptive entropy control (TRL use_adaptive_entropy): apply "
+                                                    "the bonus only while the mean token entropy is <= H, moving "
+                                                    "its coefficient (from --entropy-coef) by --entropy-coef-delta "
+                                                    "each step (TRL's target: 0.2).")
+ENTROPY_COEF_DELTA: float = typer.Option(_D.entropy_coef_delta, help="Adaptive control's step of the coefficient.")
+ENTROPY_COEF_MIN: float = typer.Option(_D.entropy_coef_min, help="Adaptive control's lowest coefficient.")
+ENTROPY_COEF_MAX: float = typer.Option(_D.entropy_coef_max, help="Adaptive control's highest coefficient.")
 TOP_ENTROPY_QUANTILE: float = typer.Option(_D.top_entropy_quantile, metavar="Q",
                                            help="Train only the tokens of the highest-entropy fraction Q of the "
                                                 "sampled batch (TRL top_entropy_quantile; 1 = every token).")

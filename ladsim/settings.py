@@ -27,7 +27,8 @@ import torch
 
 from ladsim.advantages import ESTIMATORS, SCALES, exact_affine, get_estimator
 from ladsim.divergences import get_divergence
-from ladsim.objectives import KL_ESTIMATORS, EntropyBonus, KLPenalty, get_objective, layered_params
+from ladsim.objectives import (KL_ESTIMATORS, AdaptiveEntropy, EntropyBonus, KLPenalty, get_objective,
+                               layered_params)
 from ladsim.ranges import TARGET, check_exponent, check_range
 from ladsim.validation import Inert, check_device, check_field_types, check_inert, fills_a_field, finite
 
@@ -52,6 +53,8 @@ SHARED_INERT = (
           "--advantage grpo (exact mode's default advantage R - E_pi_old[R] is never scaled)"),
     Inert("kl_beta", lambda c: c.kl is not None, "with --kl (the penalty it weighs)"),
     Inert("kl_bias_correction", lambda c: c.kl is not None, "with --kl (the penalty it corrects)"),
+    *(Inert(name, lambda c: c.entropy_target is not None, "with --entropy-target (adaptive entropy control)")
+      for name in ("entropy_coef_delta", "entropy_coef_min", "entropy_coef_max")),
     Inert("top_entropy_quantile", lambda c: c.mode == "sampled",
           "with --mode sampled (a quantile of the sampled batch's token entropies; its exact limit is not built)"),
     Inert("clip", lambda c: fills(c, "eps_low", "eps_high"),
@@ -97,6 +100,10 @@ class TrainSettings:
     kl_beta: float = 0.001
     kl_bias_correction: bool = False
     entropy_coef: float = 0.0
+    entropy_target: float | None = None
+    entropy_coef_delta: float = 0.005
+    entropy_coef_min: float = 0.0
+    entropy_coef_max: float = 1.0
     top_entropy_quantile: float = 1.0
     device: str = "cpu"
 
@@ -157,6 +164,14 @@ class TrainSettings:
                             f"response (no sampled tokens): drop it or the mask")
         KLPenalty(self.kl_beta)
         EntropyBonus(self.entropy_coef)
+        if self.entropy_target is not None:
+            try:
+                self.entropy_control()
+            except ValueError as err:  # name the flags
+                raise ValueError(f"adaptive entropy control: {err} (--entropy-target {self.entropy_target}, "
+                                 f"--entropy-coef {self.entropy_coef} as the start, --entropy-coef-delta/-min/"
+                                 f"-max {self.entropy_coef_delta}/{self.entropy_coef_min}/{self.entropy_coef_max})"
+                                 ) from None
         need(isinstance(self.params, dict), f"params must be a mapping objective -> {{param: value}}, got "
                                             f"{type(self.params).__name__}")
         parsed = {}
@@ -268,8 +283,16 @@ class TrainSettings:
                                                       bias_correction=self.kl_bias_correction)
 
     def entropy_bonus(self) -> EntropyBonus | None:
-        """The entropy bonus of the run, or ``None``."""
-        return EntropyBonus(self.entropy_coef) if self.entropy_coef > 0 else None
+        """The fixed entropy bonus of the run, or ``None`` (none with adaptive control: it supplies each step's)."""
+        return EntropyBonus(self.entropy_coef) if self.entropy_coef > 0 and self.entropy_target is None else None
+
+    def entropy_control(self) -> AdaptiveEntropy | None:
+        """TRL's adaptive entropy control (``--entropy-target``; ``entropy_coef`` its first coefficient), or
+        ``None``."""
+        if self.entropy_target is None:
+            return None
+        return AdaptiveEntropy(self.entropy_target, self.entropy_coef_delta, self.entropy_coef_min,
+                               self.entropy_coef_max, self.entropy_coef)
 
     def replace(self, **changes):
         """A copy with some settings changed (validated again)."""

@@ -20,7 +20,7 @@ from ladsim.bandit.trainer import train_objective
 from ladsim.objectives.commands import objectives_text
 from ladsim.prompts.config import PromptsConfig
 from ladsim.prompts.trainer import train_objective as train_prompts_objective
-from ladsim.studies.cache import CACHE_VERSION, run_key
+from ladsim.studies.cache import ADDED_SETTINGS, CACHE_VERSION, run_key
 from ladsim.tree.config import TreeConfig
 from ladsim.tree.trainer import train_objective as train_tree_objective
 
@@ -149,13 +149,22 @@ def test_bad_library_calls_name_the_argument(call, match):
 # --- the settings ----------------------------------------------------------------------------------------------
 
 def test_the_default_leaves_every_run_key_as_it_was():
-    """A run at the default estimator keeps the key it had before ``advantage`` existed (cached studies stay)."""
-    config = BanditConfig(arms=10, steps=10)
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("device", "advantage")}
+    """A run at the defaults of the settings added since runs were cached (``--advantage``, the trainers'
+    switches) keeps the key it had before they existed (cached studies stay); off their defaults, each one
+    changes the key."""
+    config = BanditConfig(arms=10, steps=10, kl="k3")
+    assert set(ADDED_SETTINGS) == {"advantage", "kl_bias_correction", "top_entropy_quantile", "entropy_target",
+                                   "entropy_coef_delta", "entropy_coef_min", "entropy_coef_max"}
+    settings = {k: v for k, v in config.to_dict().items() if k != "device" and k not in ADDED_SETTINGS}
     text = json.dumps({"kind": "bandit", "config": settings, "version": CACHE_VERSION}, sort_keys=True,
                       separators=(",", ":"), allow_nan=False)
     assert run_key("bandit", config) == hashlib.sha256(text.encode()).hexdigest()
-    assert run_key("bandit", config.replace(advantage="rloo")) != run_key("bandit", config)
+    moved = [dict(advantage="rloo"), dict(kl_bias_correction=True), dict(entropy_target=0.5),
+             dict(entropy_target=0.5, entropy_coef_delta=0.01), dict(entropy_target=0.5, entropy_coef_max=0.5)]
+    keys = {run_key("bandit", config.replace(**change)) for change in moved}
+    assert len(keys) == len(moved) and run_key("bandit", config) not in keys
+    tree = TreeConfig(vocab=3, length=3, reward="answers:1,21", steps=10, mode="sampled")
+    assert run_key("tree", tree.replace(top_entropy_quantile=0.5)) != run_key("tree", tree)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -1,6 +1,8 @@
 """The trainers' switches beside the objectives (issue 21, part 3): TRL's bias-corrected KL
-(``--kl-bias-correction``) in every world; the KL estimators themselves are in tests/test_fused.py and held to
-verl in tests/integration/verl/test_verl_kl.py, TRL's ``delta`` in tests/test_fused.py and the TRL suite."""
+(``--kl-bias-correction``), its top-entropy token mask (``--top-entropy-quantile``) and its adaptive entropy
+control (``--entropy-target``) in the worlds; the KL estimators themselves are in tests/test_fused.py and held to
+verl in tests/integration/verl/test_verl_kl.py, TRL's ``delta`` in tests/test_fused.py and the TRL suite, the
+mask and the controller against TRL's own in tests/integration/trl/test_trl_modifiers.py."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def test_the_corrected_penalty_under_pi_old_is_the_penalty_under_pi(estimator):
 
 
 # Measured (2026-12-03): fused and autograd agree to <= 1.8e-15 with the corrected KL in every world and mode,
-# <= 4.4e-16 with the top-entropy mask (below).
+# <= 4.4e-16 with the top-entropy mask and <= 1.8e-15 with adaptive entropy control (below).
 # Bound: 1e-13.
 TOL = 1e-13
 WORLDS = {
@@ -144,3 +146,72 @@ def test_what_the_mask_cannot_do_is_refused(kwargs, match):
         TreeConfig(vocab=3, length=3, reward="answers:1,21", steps=10, **kwargs)
     with pytest.raises(ValueError, match="does nothing in the bandit: it has one state"):
         BanditConfig(arms=8, steps=10, **{k: v for k, v in kwargs.items() if k != "objectives"})
+
+
+# --- TRL's adaptive entropy control (--entropy-target) ----------------------------------------------------------
+
+def trl_rule(entropies, target, delta, low, high, start):
+    """TRL 1.16's controller, step by step as GRPOTrainer._compute_loss writes it (one seed): the coefficient
+    applied at each step, and the coefficient after it."""
+    coef, last, applied, after = start, float("inf"), [], []
+    for h in entropies:
+        applied.append(coef if last <= target else 0.0)
+        coef = min(coef + delta, high) if h <= target else max(coef - delta, low)
+        last = h
+        after.append(coef)
+    return applied, after
+
+
+def test_the_controller_follows_trls_rule_per_seed():
+    from ladsim.objectives import AdaptiveEntropy
+    gen = torch.Generator().manual_seed(0)
+    entropies = 0.2 + 0.05 * torch.randn(2, 40, generator=gen, dtype=torch.float64)  # around the target
+    control = AdaptiveEntropy(target=0.2, delta=0.01, low=0.0, high=0.05, start=0.02)
+    state = control.begin(2, torch.float64, "cpu")
+    applied, after = [], []
+    for t in range(40):
+        applied.append(control.bonus(state).coef.clone())
+        control.update(state, entropies[:, t])
+        after.append(state["coef"].clone())
+    for s in range(2):
+        want_applied, want_after = trl_rule(entropies[s].tolist(), 0.2, 0.01, 0.0, 0.05, 0.02)
+        assert [float(a[s]) for a in applied] == pytest.approx(want_applied, abs=1e-15)
+        assert [float(a[s]) for a in after] == pytest.approx(want_after, abs=1e-15)
+    assert 0 < sum(float(a[0]) > 0 for a in applied) < 40  # both gates taken
+    # mutation: the gate read off the current step's entropy instead of the last one's is another rule
+    wrong = [0.02 if h <= 0.2 else 0.0 for h in entropies[0].tolist()]
+    assert [float(a[0]) for a in applied] != pytest.approx(wrong, abs=1e-15)
+
+
+# a target above every entropy of these worlds (log 8 arms = 2.08): the gate opens from the second step on
+CONTROLLED = dict(entropy_target=3.0, entropy_coef=0.01, entropy_coef_delta=0.02, entropy_coef_max=0.2)
+
+
+@pytest.mark.parametrize("regime", list(REGIMES))
+@pytest.mark.parametrize("world", list(WORLDS))
+def test_every_world_trains_the_adaptive_control_fused_as_autograd(world, regime):
+    train, make = WORLDS[world]
+    config = make(objectives=("grpo",), **CONTROLLED, **REGIMES[regime])
+    ref_traj, ref_policy = train(config, "grpo", engine="autograd")
+    traj, policy = train(config, "grpo", engine="fused")
+    assert np.abs(policy - ref_policy).max() <= TOL
+    for metric in ref_traj:
+        assert np.nanmax(np.abs(traj[metric] - ref_traj[metric])) <= TOL, metric
+    off = dict(entropy_target=None, entropy_coef=0.0, entropy_coef_delta=0.005, entropy_coef_max=1.0)
+    plain = train(config.replace(**off), "grpo")[1]
+    assert np.abs(plain - policy).max() > 1e-6  # the control reaches the training
+    # a target below every entropy never opens the gate: the run is the run without a bonus
+    never = train(config.replace(entropy_target=0.0), "grpo")[1]
+    assert np.array_equal(never, plain)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(entropy_coef_delta=0.01), "--entropy-coef-delta 0.01 does nothing in this run: it acts only with "
+                                    "--entropy-target"),
+    (dict(entropy_target=0.2, entropy_coef=0.7, entropy_coef_max=0.5), "entropy coef must be <= 0.5"),
+    (dict(entropy_target=-1.0), "entropy target must be >= 0"),
+    (dict(entropy_target=0.2, entropy_coef_delta=0.0), "entropy coef delta must be > 0"),
+])
+def test_what_the_control_cannot_do_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BanditConfig(arms=8, steps=10, **kwargs)

@@ -65,6 +65,10 @@ def run_bandit(
     kl_beta: float = options.KL_BETA,
     kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
+    entropy_target: Optional[float] = options.ENTROPY_TARGET,
+    entropy_coef_delta: float = options.ENTROPY_COEF_DELTA,
+    entropy_coef_min: float = options.ENTROPY_COEF_MIN,
+    entropy_coef_max: float = options.ENTROPY_COEF_MAX,
     reward: str = typer.Option("mixture", help="'mixture[:MEAN/WIDTH/HEIGHT,...]', "
                                "'correct[:ARM,ARM,...][;p=P][;q=Q]' or a .csv/.npy file of rewards."),
     eta: float = options.ETA,
@@ -110,7 +114,9 @@ def run_bandit(
         prior=None if prior is None else load_prior(prior), init_std=init_std, clip=clip, seeds=seeds, seed=seed,
         log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
         kl_bias_correction=kl_bias_correction,
-        entropy_coef=entropy_coef, device=device,
+        entropy_coef=entropy_coef, entropy_target=entropy_target,
+        entropy_coef_delta=entropy_coef_delta, entropy_coef_min=entropy_coef_min,
+        entropy_coef_max=entropy_coef_max, device=device,
     )
     resolve_device(config.device)  # a clear error now, before any file is touched
     start = time.perf_counter()

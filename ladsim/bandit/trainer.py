@@ -234,8 +234,8 @@ def train_objective(config: BanditConfig, objective: str, on_steps: Callable[[in
 def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None] | None, engine: str,
            device: torch.device) -> tuple[dict[str, np.ndarray], np.ndarray]:
     params = config.objective_params(obj.name)
-    kl, bonus = config.kl_penalty(), config.entropy_bonus()
-    needs_entropy = "entropy" in obj.needs or bonus is not None
+    kl, bonus, control = config.kl_penalty(), config.entropy_bonus(), config.entropy_control()
+    needs_entropy = "entropy" in obj.needs or bonus is not None or control is not None
     spec = config.reward_spec()
     S, N, G = config.seeds, config.arms, config.group_size
     streams = SeedStreams(config.seed, S, device)  # seed i's draws depend on (seed, i) only
@@ -259,6 +259,7 @@ def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None]
         theta.requires_grad_(True)
         opt = make_optimizer([theta, *state.values()], config)
     sampled = config.mode == "sampled" and not obj.full_support
+    controllers = None if control is None else control.begin(S, dtype, device)
 
     logp_old = prior.expand(S, N)
     advantages = estimator_advantages(config, rewards, logp_old)
@@ -306,6 +307,8 @@ def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None]
             else:
                 batch = Batch(logp, logp_old, advantages, weights=weights, logp_ref=prior, entropy=entropy,
                               generator=streams, memo=memo)
+        if control is not None:
+            bonus = control.bonus(controllers)
         if fused:
             g, d_state = objective_gradient(obj, batch, params, state, logp, arms if sampled else None, kl, bonus)
             opt.step([logit_gradient(g, logp), *(d_state[k] for k in state)])
@@ -314,6 +317,8 @@ def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None]
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
+        if control is not None:  # one state: the step's mean token entropy is the policy's entropy
+            control.update(controllers, batch.entropy.reshape(S))
         if on_steps is not None and (step + 1) % progress_chunk == 0:
             on_steps(progress_chunk)
     if on_steps is not None:

@@ -17,7 +17,7 @@ from ladsim.objectives import lad  # noqa: F401, I001  (lad, lad-theory)
 from ladsim.objectives import flowrl  # noqa: F401  (flowrl)
 from ladsim.objectives import catalogue  # noqa: F401  (cispo, gspo, sapo, gmpo, dppo-*, gpg, dro, luspo, vespo)
 from ladsim.losses import KL_ESTIMATORS, kl_terms
-from ladsim.objectives.modifiers import EntropyBonus, KLPenalty
+from ladsim.objectives.modifiers import AdaptiveEntropy, EntropyBonus, KLPenalty, mean_entropy
 from ladsim.objectives.registry import (
     OBJECTIVES,
     Batch,
@@ -38,8 +38,9 @@ from ladsim.objectives.registry import (
 )
 
 __all__ = [
-    "Batch", "EntropyBonus", "KLPenalty", "KL_ESTIMATORS", "OBJECTIVES", "Objective", "describe_fields",
-    "get_objective", "kl_terms", "layered_params", "list_objectives", "make_params", "memoized", "objective_loss",
+    "AdaptiveEntropy", "Batch", "EntropyBonus", "KLPenalty", "KL_ESTIMATORS", "OBJECTIVES", "Objective",
+    "describe_fields", "get_objective", "kl_terms", "layered_params", "list_objectives", "make_params",
+    "mean_entropy", "memoized", "objective_loss",
     "objective_terms", "params_dict", "parse_assignments", "register_gradient", "register_objective",
     "unregister_objective",
 ]

@@ -6,7 +6,7 @@ import typer
 
 from ladsim.advantages import ESTIMATORS
 from ladsim.losses import KL_ESTIMATORS
-from ladsim.objectives.modifiers import EntropyBonus, KLPenalty
+from ladsim.objectives.modifiers import AdaptiveEntropy, EntropyBonus, KLPenalty
 from ladsim.objectives.registry import OBJECTIVES, describe_fields
 
 
@@ -38,7 +38,16 @@ def objectives_text() -> str:
         f"  --kl {{{','.join(KL_ESTIMATORS)}}} --kl-beta B (default {kl.beta:g}): + B k(logp - logp_ref); "
         "k1 = t, k2 = t^2/2, k3 = exp(-t) - 1 + t, abs = |t|; k1+, k3+, abs+ = k1's, k3's, abs's value with k2's "
         "gradient (Schulman 2020; verl kl_penalty)",
+        "  --kl-bias-correction: + B r k, r = pi/pi_old the token ratio (TRL use_bias_correction_kl): the current "
+        "policy's KL under pi_old's samples",
         f"  --entropy-coef C (default {ent.coef:g}): - C H(pi) (verl entropy_coeff)",
+        f"  --entropy-target H: adaptive entropy control (TRL use_adaptive_entropy; Skywork-OR1): the bonus applies "
+        f"while the last step's mean token entropy is <= H, its coefficient (from --entropy-coef) moving by "
+        f"--entropy-coef-delta (default {AdaptiveEntropy().delta:g}) within [--entropy-coef-min, --entropy-coef-max]"
+        f" (default [{AdaptiveEntropy().low:g}, {AdaptiveEntropy().high:g}]) after every step, per seed",
+        "  --top-entropy-quantile Q (tree, prompts; sampled): the objective trains only the tokens at or above the "
+        "batch's 1 - Q entropy quantile (TRL top_entropy_quantile)",
+        "  grpo.delta, luspo.delta: TRL's two-sided clip (INTELLECT-2), the unclipped ratio capped at delta",
         "set a parameter: ladsim run bandit -o flowrl --set flowrl.beta=10 (in `run bandit`, --eta/--div fill "
         "every eta/div parameter and --clip every eps_low/eps_high, before --set)",
     ]))

@@ -9,7 +9,7 @@ themselves are the loss core's (:func:`ladsim.losses.kl_terms`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 import torch
 from torch import Tensor
@@ -76,20 +76,79 @@ class KLPenalty:
 
 @dataclass(frozen=True)
 class EntropyBonus:
-    """``- coef * H`` per action (verl ``entropy_coeff``): rewards a spread-out policy."""
+    """``- coef * H`` per action (verl ``entropy_coeff``): rewards a spread-out policy. ``coef`` may be a tensor
+    of one coefficient per seed, ``(S,)`` (:class:`AdaptiveEntropy`'s)."""
 
-    coef: float = 0.0
+    coef: float | Tensor = 0.0
     needs: ClassVar[frozenset[str]] = frozenset({"entropy"})  # the Batch field its terms read
 
     def __post_init__(self) -> None:
-        check_number("entropy coef", self.coef, low=0.0)
+        if not isinstance(self.coef, Tensor):
+            check_number("entropy coef", self.coef, low=0.0)
+
+    def _coef(self, ndim: int) -> float | Tensor:
+        """The coefficient; a per-seed tensor viewed ``(S, 1, ...)`` against ``ndim`` dimensions."""
+        if not isinstance(self.coef, Tensor):
+            return self.coef
+        return self.coef.view(-1, *([1] * (ndim - 1)))
 
     def terms(self, batch: Batch) -> Tensor:
         entropy = batch.need("entropy", "entropy bonus")
-        return torch.broadcast_to(-self.coef * entropy, torch.broadcast_shapes(entropy.shape, batch.logp.shape))
+        shape = torch.broadcast_shapes(entropy.shape, batch.logp.shape)
+        return torch.broadcast_to(-self._coef(len(shape)) * entropy, shape)
 
     def grad(self, logp: Tensor, mass: Tensor | float = 1.0) -> Tensor:
         """Gradient of ``-coef * mass * H`` in the full row ``logp (..., N)`` of the policy, by hand:
         ``dH/dlogp = -pi (logp + 1)``, so ``coef * mass * pi (logp + 1)``. ``mass`` is the total reduction
         weight the bonus's (constant) terms get: 1 for a mean, ``sum pi_old`` for an exact expectation."""
-        return (self.coef * mass) * torch.exp(logp) * (logp + 1.0)
+        return (self._coef(logp.dim()) * mass) * torch.exp(logp) * (logp + 1.0)
+
+
+@dataclass(frozen=True)
+class AdaptiveEntropy:
+    """TRL's adaptive entropy control (``use_adaptive_entropy``; Skywork-OR1, arXiv:2505.22312), one controller
+    per seed: the bonus ``- c H`` applies at a step only when the entropy measured at the previous step is at
+    most ``target`` (none at the first), and after every optimizer step ``c`` moves by ``delta`` (up when the
+    step's entropy is at most ``target``, else down), kept in ``[low, high]``; ``start`` is the first ``c``
+    (TRL's ``entropy_coef``). The entropy measured is the step's mean per-token entropy (its entries' weighted
+    mean). Defaults: TRL's (``entropy_target`` 0.2, ``entropy_coef_delta`` 0.005, ``_min`` 0, ``_max`` 1)."""
+
+    target: float = 0.2
+    delta: float = 0.005
+    low: float = 0.0
+    high: float = 1.0
+    start: float = 0.0
+    needs: ClassVar[frozenset[str]] = frozenset({"entropy"})
+
+    def __post_init__(self) -> None:
+        check_number("entropy target", self.target, low=0.0)
+        check_number("entropy coef delta", self.delta, low=0.0, low_open=True)
+        check_number("entropy coef min", self.low, low=0.0)
+        check_number("entropy coef max", self.high, low=self.low)
+        check_number("entropy coef", self.start, low=self.low, high=self.high)
+
+    def begin(self, seeds: int, dtype: torch.dtype, device: torch.device | str) -> dict[str, Tensor]:
+        """The controllers' state: ``coef`` and the ``last`` measured entropy (``inf``: none yet), ``(S,)``."""
+        return {"coef": torch.full((seeds,), self.start, dtype=dtype, device=device),
+                "last": torch.full((seeds,), float("inf"), dtype=dtype, device=device)}
+
+    def bonus(self, state: Mapping[str, Tensor]) -> EntropyBonus:
+        """This step's bonus: ``c`` where the last entropy is at most ``target``, else 0, per seed."""
+        return EntropyBonus(torch.where(state["last"] <= self.target, state["coef"], 0.0))
+
+    def update(self, state: dict[str, Tensor], entropy: Tensor) -> None:
+        """After an optimizer step whose mean token entropy per seed was ``entropy (S,)``, in place."""
+        low = entropy <= self.target
+        state["coef"] = torch.where(low, (state["coef"] + self.delta).clamp(max=self.high),
+                                    (state["coef"] - self.delta).clamp(min=self.low))
+        state["last"] = entropy.detach().to(state["last"].dtype)
+
+
+def mean_entropy(weights: Tensor | None, entropy: Tensor) -> Tensor:
+    """The weighted mean of ``entropy`` over every axis but the seeds', ``(S,)`` (``weights`` ``None``: the
+    plain mean); the two broadcast against each other."""
+    entropy = entropy.detach()
+    if weights is None:
+        return entropy.flatten(1).mean(-1)
+    w, h = torch.broadcast_tensors(weights.detach(), entropy)
+    return (w * h).flatten(1).sum(-1) / w.flatten(1).sum(-1)

@@ -39,6 +39,10 @@ def run_prompts(
     kl_beta: float = options.KL_BETA,
     kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
+    entropy_target: Optional[float] = options.ENTROPY_TARGET,
+    entropy_coef_delta: float = options.ENTROPY_COEF_DELTA,
+    entropy_coef_min: float = options.ENTROPY_COEF_MIN,
+    entropy_coef_max: float = options.ENTROPY_COEF_MAX,
     top_entropy_quantile: float = options.TOP_ENTROPY_QUANTILE,
     eta: float = options.ETA,
     div: str = options.DIV,
@@ -88,7 +92,9 @@ def run_prompts(
         epochs=epochs, init_std=init_std, clip=clip, metric_ks=powers_of_two(max_k), seeds=seeds, seed=seed,
         log_every=log_every,
         dtype=dtype, params=parse_assignments(set_), kl=kl, kl_beta=kl_beta,
-        kl_bias_correction=kl_bias_correction, entropy_coef=entropy_coef,
+        kl_bias_correction=kl_bias_correction, entropy_coef=entropy_coef, entropy_target=entropy_target,
+        entropy_coef_delta=entropy_coef_delta, entropy_coef_min=entropy_coef_min,
+        entropy_coef_max=entropy_coef_max,
         top_entropy_quantile=top_entropy_quantile,
         device=device)
     resolve_device(config.device)

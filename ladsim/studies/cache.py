@@ -23,7 +23,9 @@ CACHE_VERSION = 2  # bump when a run's output format or meaning changes: every c
 DEFAULT_CACHE = Path("studies") / "cache"
 # Settings added after runs were cached, left out of the key at their default: the runs they do not change keep
 # their keys (a run at a new setting's default is the run it was before the setting existed).
-ADDED_SETTINGS = {"advantage": None, "kl_bias_correction": False, "top_entropy_quantile": 1.0}
+ADDED_SETTINGS = {"advantage": None, "kl_bias_correction": False, "top_entropy_quantile": 1.0,
+                  "entropy_target": None, "entropy_coef_delta": 0.005, "entropy_coef_min": 0.0,
+                  "entropy_coef_max": 1.0}
 
 
 def run_key(kind: str, config) -> str:

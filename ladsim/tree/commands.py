@@ -43,6 +43,10 @@ def run_tree(
     kl_beta: float = options.KL_BETA,
     kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
+    entropy_target: Optional[float] = options.ENTROPY_TARGET,
+    entropy_coef_delta: float = options.ENTROPY_COEF_DELTA,
+    entropy_coef_min: float = options.ENTROPY_COEF_MIN,
+    entropy_coef_max: float = options.ENTROPY_COEF_MAX,
     top_entropy_quantile: float = options.TOP_ENTROPY_QUANTILE,
     eta: float = options.ETA,
     div: str = options.DIV,
@@ -83,9 +87,10 @@ def run_tree(
         vocab=vocab, length=length, reward=reward, objectives=tuple(objective), agg=agg, ratio=ratio, div=div,
         eta=eta, steps=steps, lr=lr, optimizer=optimizer, mode=mode, group_size=group_size,
         advantage_scale=advantage_scale, advantage=advantage, refresh_every=refresh_every, epochs=epochs,
-        init_std=init_std, clip=clip,
-        seeds=seeds, seed=seed, log_every=log_every, dtype=dtype, params=parse_assignments(set_), kl=kl,
-        kl_beta=kl_beta, kl_bias_correction=kl_bias_correction, entropy_coef=entropy_coef,
+        init_std=init_std, clip=clip, seeds=seeds, seed=seed, log_every=log_every, dtype=dtype,
+        params=parse_assignments(set_), kl=kl, kl_beta=kl_beta, kl_bias_correction=kl_bias_correction,
+        entropy_coef=entropy_coef, entropy_target=entropy_target, entropy_coef_delta=entropy_coef_delta,
+        entropy_coef_min=entropy_coef_min, entropy_coef_max=entropy_coef_max,
         top_entropy_quantile=top_entropy_quantile, device=device)
     resolve_device(config.device)  # a clear error now, before any file is touched
     start = time.perf_counter()

@@ -63,7 +63,8 @@ def schedule(config: TreeConfig) -> Schedule:
     """The engine's schedule of ``config``."""
     return Schedule(steps=config.steps, lr=config.lr, optimizer=config.optimizer, sampled=config.mode == "sampled",
                     refresh_every=config.refresh_every, epochs=config.epochs, log_every=config.log_every,
-                    seed=config.seed, kl=config.kl_penalty(), bonus=config.entropy_bonus())
+                    seed=config.seed, kl=config.kl_penalty(), bonus=config.entropy_bonus(),
+                    entropy_control=config.entropy_control())
 
 
 def train_objective(config: TreeConfig, objective: str, on_steps: Callable[[int], None] | None = None,
