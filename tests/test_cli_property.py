@@ -24,12 +24,18 @@ from cli_helpers import run_main
 # a valid one three times as often (invalid values are also reached through combinations: a --group-size without
 # --mode sampled, an --eta that overflows exp(A/eta) for one divergence, two --set of one parameter, ...)
 SHARED = {
-    "--objective": (["grpo", "lad", "lad-theory", "entadv", "clip-cov", "kl-cov", "flowrl"], ["nope"]),
+    "--objective": (["grpo", "lad", "lad-theory", "entadv", "clip-cov", "kl-cov", "flowrl", "cispo", "gspo", "vespo"],
+                    ["nope"]),
     "--set": (["clip-cov.lb=6", "clip-cov.ub=10", "flowrl.beta=5", "grpo.eps_low=0.2", "lad.div=hd"],
               ["lad.eta=0", "x=1", "grpo.eps_low=oops", "grpo.eps_low=0.3"]),
     "--mode": (["exact", "sampled"], ["mc"]),
     "--group-size": (["2", "5", "16"], ["1", "1000000000"]),
     "--advantage-scale": (["std", "none"], ["bogus"]),
+    "--advantage": (["grpo", "rloo", "reinforce++", "remax", "opo", "gpg", "trl-batch", "grpo-passk"], ["ppo"]),
+    "--kl-bias-correction": ([None], []),  # a switch (refused without --kl)
+    "--entropy-target": (["0.2", "3"], ["-1", "nan"]),
+    "--entropy-coef-delta": (["0.01"], ["0", "nan"]),
+    "--entropy-coef-max": (["0.5"], ["-1"]),
     "--epochs": (["1", "3"], ["0"]),
     "--refresh-every": (["0", "1", "3"], ["-1"]),
     "--kl": (["k1", "k2", "k3", "k3+", "k1+", "abs", "abs+"], ["k9"]),
@@ -56,11 +62,12 @@ BANDIT = {
     "--prior": (["prior.csv"], ["missing.csv", "grid.csv"]),
 }
 TREE = {**SHARED, "--agg": (["token-mean", "seq-mean-token-sum"], ["nope"]),
-        "--ratio": (["token", "sequence"], ["nope"])}
+        "--ratio": (["token", "sequence"], ["nope"]), "--top-entropy-quantile": (["0.3", "1"], ["0", "1.5", "nan"])}
 PROMPTS = {**SHARED, "--base-scale": (["0.5", "2"], ["-1", "nan"]), "--correct": (["1", "2"], ["0", "3"]),
            "--tabular": ([None], []), "--max-k": (["16", "1024"], ["0"]),
            "--base-logits": (["base.npy"], ["missing.npy", "nan.npy", "r.npy"]),
-           "--reward": (["reward.npy"], ["nan.npy", "missing.npy"])}
+           "--reward": (["reward.npy"], ["nan.npy", "missing.npy"]),
+           "--top-entropy-quantile": (["0.3", "1"], ["0", "1.5", "nan"])}
 FIXED = {"bandit": ["--arms", "4", "--steps", "2", "--seeds", "1"],
          "tree": ["--steps", "2", "--seeds", "1"],
          "prompts": ["--prompts", "3", "--arms", "3", "--dim", "2", "--steps", "2", "--seeds", "1"]}
