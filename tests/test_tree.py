@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from ladsim.bandit.config import BanditConfig
 from ladsim.bandit.trainer import train_objective as train_bandit
@@ -441,3 +442,23 @@ def test_the_bench_times_both_engines_on_the_same_run():
     r = time_case({"vocab": 3, "length": 2, "seeds": 2, "steps": 5, "reward": "answers:1"}, runs=1)
     assert r["responses"] == 7 and len(r["fused_runs"]) == 1 and r["fused_s"] > 0 and r["autograd_s"] > 0
     assert r["max_policy_diff"] < 1e-12  # the same policy from both engines
+
+
+def test_the_length_of_wrong_responses_is_finite_while_any_wrong_mass_is_left():
+    """A policy with all but ~1e-87 of its mass on one correct response: ``1 - correct_mass`` rounds to 0 there,
+    which made ``length_incorrect`` inf (found in Figure 12); the wrong mass summed directly keeps it a mean
+    length, and a policy with no wrong mass at all gets NaN."""
+    config = TreeConfig(vocab=3, length=3, reward="answers:1", steps=1, seeds=1)
+    world = make_world(config)
+    def towards_the_answer(scale: float) -> Tensor:  # token 1 at the root, then EOS: the correct response "1"
+        theta = torch.zeros(1, *world.shape, dtype=torch.float64)
+        theta[0, 0, :] = scale
+        theta[0, 1, 0] = 2 * scale
+        return theta
+
+    metrics = world.metrics(world.log_policy([towards_the_answer(200.0)]))
+    assert float(1.0 - metrics["correct_mass"][0]) == 0.0         # where the old formula divided by zero
+    length = float(metrics["length_incorrect"][0])
+    assert np.isfinite(length) and 1.0 <= length <= 3.0
+    none_left = world.metrics(world.log_policy([towards_the_answer(1000.0)]))  # exp(-1000) underflows to 0
+    assert np.isnan(float(none_left["length_incorrect"][0]))

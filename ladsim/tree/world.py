@@ -414,13 +414,17 @@ class TreeWorld:
         visits = self.maps.node_path_sums(flat).exp()                      # (S, M)
         node_h = -(logp.exp() * logp).sum(1)                               # (S, M)
         correct_mass = pi @ self._correct
-        wrong_mass = 1.0 - correct_mass
+        wrong_mass = pi @ (1.0 - self._correct)  # not 1 - correct_mass: that rounds to 0 while some mass is left
+
+        def mean_length_on(mass: Tensor, where: Tensor) -> Tensor:  # NaN where no mass is left
+            return torch.where(mass > 0, (pi * where) @ self.lengths / mass, float("nan"))
+
         out.update({
             "correct_mass": correct_mass,
             "node_entropy": (visits * node_h).sum(-1) / visits.sum(-1),
             "mean_length": pi @ self.lengths,
-            "length_correct": (pi * self._correct) @ self.lengths / correct_mass,
-            "length_incorrect": (pi * (1.0 - self._correct)) @ self.lengths / wrong_mass,
+            "length_correct": mean_length_on(correct_mass, self._correct),
+            "length_incorrect": mean_length_on(wrong_mass, 1.0 - self._correct),
             "truncation_rate": pi @ self._truncated,
         })
         return out
