@@ -25,6 +25,7 @@ from torch import Tensor
 
 SCALES = ("std", "none")  # verl's norm_adv_by_std_in_grpo: True / False
 WHITEN_EPS = 1e-8  # verl_F.masked_whiten: (x - mean) * rsqrt(var + 1e-8)
+TRL_EPS = 1e-4  # TRL's GRPOTrainer: advantages / (std + 1e-4)
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,6 @@ ESTIMATORS: dict[str, AdvantageEstimator] = {e.name: e for e in (
         "(R - E[R]) / (sigma_batch + 1e-4), sigma_batch^2 = E[r^2] - E[r]^2 over every prompt",
         "TRL GRPOConfig(scale_rewards='batch')", "TRL 1.16 GRPOTrainer; Liu et al. 2025 (Dr.GRPO) sec. 3"),
 )}
-TRL_EPS = 1e-4  # TRL's GRPOTrainer: advantages / (std + 1e-4)
 
 
 def get_estimator(name: str) -> AdvantageEstimator:
@@ -131,6 +131,16 @@ def dr_grpo_advantages(rewards: Tensor, mask: Tensor | None = None) -> Tensor:
     return group_advantages(rewards, scale="none", mask=mask)
 
 
+def _checked(name: str, scale: str, greedy: Tensor | None) -> AdvantageEstimator:
+    """The estimator ``name``, its ``scale`` and (where it reads one) its ``greedy`` baseline checked."""
+    est = get_estimator(name)
+    if scale not in SCALES:
+        raise ValueError(f"unknown advantage scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    if "greedy" in est.needs and greedy is None:
+        raise ValueError(f"advantage estimator {name!r} needs greedy (the greedy response's reward per prompt)")
+    return est
+
+
 def _batch_whiten(values: Tensor, lengths: Tensor) -> Tensor:
     """verl's ``masked_whiten`` of ``values`` repeated on each response's tokens, over the batch (the last two
     axes): the token-weighted mean and unbiased variance, each sum over ``T`` tokens divided by ``T + 1e-8`` as
@@ -149,28 +159,23 @@ def sampled_advantages(name: str, rewards: Tensor, *, lengths: Tensor | None = N
     ``greedy (..., B)``: each prompt's greedy-response reward (``remax``); ``scale``: ``std`` or ``none``
     (``grpo``, ``grpo-passk``). Returns ``(..., B, G)``.
     """
-    est = get_estimator(name)
+    _checked(name, scale, greedy)
     if rewards.dim() < 2 or rewards.shape[-1] < 2:
         raise ValueError(f"rewards must have shape (..., B, G) with G >= 2, got {tuple(rewards.shape)}")
-    if scale not in SCALES:
-        raise ValueError(f"unknown advantage scale {scale!r}; choose one of: {', '.join(SCALES)}")
-    if "greedy" in est.needs and greedy is None:
-        raise ValueError(f"advantage estimator {name!r} needs greedy (the greedy response's reward per prompt)")
     lengths = torch.ones_like(rewards) if lengths is None else lengths.to(rewards.dtype)
-    G = rewards.shape[-1]
+    B, G = rewards.shape[-2:]
     if name == "grpo":
         return group_advantages(rewards, scale=scale, eps=eps)
-    if name in ("dr-grpo", "gpg", "trl-batch"):
-        centered = group_advantages(rewards, scale="none")
-        if name == "dr-grpo":
-            return centered
-        if name == "gpg":
-            share = (rewards != 0).sum((-2, -1), keepdim=True).clamp(min=1).to(rewards.dtype)
-            return centered * (rewards[..., :1, :1].new_tensor(rewards.shape[-2] * G) / share)
-        flat = rewards.flatten(-2)
-        return centered / (flat.std(-1, keepdim=True).unsqueeze(-1) + TRL_EPS)
+    if name == "dr-grpo":
+        return group_advantages(rewards, scale="none")
     if name == "rloo":
         return group_advantages(rewards, scale="none") * (G / (G - 1))
+    if name == "gpg":  # alpha: the batch's size over its count of nonzero rewards
+        share = (rewards != 0).sum((-2, -1), keepdim=True).clamp(min=1).to(rewards.dtype)
+        return group_advantages(rewards, scale="none") * ((B * G) / share)
+    if name == "trl-batch":
+        batch_std = rewards.flatten(-2).std(-1, keepdim=True).unsqueeze(-1)
+        return group_advantages(rewards, scale="none") / (batch_std + TRL_EPS)
     if name == "opo":
         return rewards - (lengths * rewards).sum(-1, keepdim=True) / lengths.sum(-1, keepdim=True)
     if name == "reinforce++":
@@ -200,14 +205,9 @@ def exact_affine(name: str, rewards: Tensor, pi: Tensor, *, lengths: Tensor | No
     ``greedy (..., B)`` the greedy response's reward. Batch statistics weigh the ``B`` prompts equally, as verl's
     batch of ``G`` responses per prompt does. ``grpo-passk`` has no limit (``ValueError``).
     """
-    est = get_estimator(name)
-    if est.exact is None:
+    if _checked(name, scale, greedy).exact is None:
         raise ValueError(f"advantage estimator {name!r} is sampled-only (it has no large-group limit: "
                          f"r_max - r_second vanishes as the group grows)")
-    if scale not in SCALES:
-        raise ValueError(f"unknown advantage scale {scale!r}; choose one of: {', '.join(SCALES)}")
-    if "greedy" in est.needs and greedy is None:
-        raise ValueError(f"advantage estimator {name!r} needs greedy (the greedy response's reward per prompt)")
     rewards = torch.broadcast_to(rewards, pi.shape)
     second = rewards**2 if second_moment is None else torch.broadcast_to(second_moment, pi.shape)
     ones = torch.ones((), dtype=pi.dtype, device=pi.device)

@@ -70,11 +70,14 @@ class Part:
     scale: float = 1.0
 
 
-def top_entropy_mask(entropy: Tensor, valid: Tensor, quantile: float) -> Tensor:
+def top_entropy_mask(entropy: Tensor, valid: Tensor | None, quantile: float) -> Tensor:
     """TRL's ``get_high_entropy_mask`` per seed (a row is one seed's sampled batch): keep the valid tokens whose
     entropy is at least the ``1 - quantile`` quantile of the row's valid tokens' (``torch.quantile``'s linear
-    interpolation). ``entropy``, ``valid (S, T)`` -> bool ``(S, T)``; the entropies are detached."""
+    interpolation). ``entropy``, ``valid (S, T)`` (``None``: every token) -> bool ``(S, T)``; the entropies
+    are detached."""
     entropy = entropy.detach()
+    if valid is None:
+        return entropy >= torch.quantile(entropy, 1.0 - quantile, dim=-1, keepdim=True)
     threshold = torch.nanquantile(torch.where(valid, entropy, float("nan")), 1.0 - quantile, dim=-1, keepdim=True)
     return (entropy >= threshold) & valid
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from ladsim import options
+from ladsim.losses import KL_ESTIMATORS
 from ladsim.bandit.config import OBJECTIVES, BanditConfig
 from ladsim.settings import MODES
 from ladsim.bandit.bench import CLI_REPEATS, SIZES
@@ -57,11 +58,10 @@ def run_bandit(
     arms: Optional[int] = typer.Option(None, help="Number of arms (default 50; a reward file sets its own)."),
     div: str = options.DIV,
     objective: List[str] = typer.Option(list(OBJECTIVES), "--objective", "-o",
-                                        help="Objective to train (repeatable); `ladsim objectives` lists them: "
-                                             "grpo, lad, lad-theory, entadv, clip-cov, kl-cov, flowrl."),
+                                        help="Objective to train (repeatable); `ladsim objectives` lists them."),
     set_: List[str] = options.SET,
-    kl: Optional[str] = typer.Option(None, help="Add a KL penalty to the prior with this estimator: "
-                                                "k1, k2, k3, k3+ (applies to every objective)."),
+    kl: Optional[str] = typer.Option(None, help=f"Add a KL penalty to the prior (applies to every objective) "
+                                                f"with this estimator: {', '.join(KL_ESTIMATORS)}."),
     kl_beta: float = options.KL_BETA,
     kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,

@@ -27,6 +27,7 @@ sample, and rewrites the policy's tensors in it in place at each step) and the a
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -115,33 +116,41 @@ def exact_advantages(rewards: Tensor, logp_old: Tensor) -> Tensor:
     return rewards - (logp_old.exp() * rewards).sum(-1, keepdim=True)
 
 
-def estimator_advantages(config: BanditConfig, rewards: Tensor, logp_old: Tensor) -> Tensor:
-    """The exact advantages of the run's estimator (``config.estimators()[0]``, its large-group limit), ``(S,
-    N)``; the default ``dr-grpo`` is :func:`exact_advantages`. Noisy rewards enter through their second moment
-    (``grpo``, ``reinforce++``, ``trl-batch``) and their chance of being nonzero (``gpg``)."""
+def exact_estimator(config: BanditConfig, rewards: Tensor) -> Callable[[Tensor], Tensor]:
+    """``logp_old (S, N) -> (S, N)``: the exact advantages of the run's estimator (``config.estimators()[0]``,
+    its large-group limit), resolved once per run; the default ``dr-grpo`` is :func:`exact_advantages`. Noisy
+    rewards enter through their second moment (``grpo``, ``reinforce++``, ``trl-batch``) and their chance of
+    being nonzero (``gpg``). ``rewards (N,)``: the expected rewards."""
     name = config.estimators()[0]
     if name == "dr-grpo":
-        return exact_advantages(rewards, logp_old)
+        return functools.partial(exact_advantages, rewards)
     spec = config.reward_spec()
-    as_tensor = lambda a: torch.as_tensor(a, dtype=rewards.dtype, device=rewards.device)  # noqa: E731
-    greedy = rewards[logp_old.argmax(-1)].unsqueeze(-1)                                 # (S, 1)
-    return exact_estimator_advantages(name, rewards, logp_old.exp().unsqueeze(1),
-                                      second_moment=as_tensor(spec.second_moment()),
-                                      nonzero=as_tensor(spec.nonzero_prob()), greedy=greedy,
-                                      scale=config.advantage_scale).squeeze(1)
+    moments = {key: torch.as_tensor(value, dtype=rewards.dtype, device=rewards.device)
+               for key, value in (("second_moment", spec.second_moment()), ("nonzero", spec.nonzero_prob()))}
+
+    def advantages(logp_old: Tensor) -> Tensor:
+        greedy = rewards[logp_old.argmax(-1)].unsqueeze(-1)                             # (S, 1)
+        return exact_estimator_advantages(name, rewards, logp_old.exp().unsqueeze(1), greedy=greedy,
+                                          scale=config.advantage_scale, **moments).squeeze(1)
+
+    return advantages
 
 
-def group_estimator_advantages(config: BanditConfig, spec, arms: Tensor, logp_old: Tensor, streams,
-                               dtype: torch.dtype) -> Tensor:
-    """Advantages of the sampled pulls ``arms (S, G)`` under the run's sampled estimator, ``(S, G)``: their
-    rewards drawn (one per pull, the seeds' streams), and for ``remax`` one more pull of ``pi_old``'s greedy
-    arm per seed, its baseline."""
-    name = config.estimators()[1]
-    rewards = spec.sample(arms, streams).to(dtype)
-    if name == "grpo":
-        return group_advantages(rewards, scale=config.advantage_scale)
-    greedy = spec.sample(logp_old.argmax(-1, keepdim=True), streams).to(dtype) if name == "remax" else None
-    return sampled_advantages(name, rewards.unsqueeze(1), greedy=greedy, scale=config.advantage_scale).squeeze(1)
+def group_estimator(config: BanditConfig, spec, streams: SeedStreams, dtype: torch.dtype
+                    ) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(arms (S, G), logp_old (S, N)) -> (S, G)``: the advantages of sampled pulls under the run's sampled
+    estimator, resolved once per run. Their rewards are drawn (one per pull, the seeds' streams), and for
+    ``remax`` one more pull of ``pi_old``'s greedy arm per seed, its baseline."""
+    name, scale = config.estimators()[1], config.advantage_scale
+
+    def advantages(arms: Tensor, logp_old: Tensor) -> Tensor:
+        rewards = spec.sample(arms, streams).to(dtype)
+        if name == "grpo":
+            return group_advantages(rewards, scale=scale)
+        greedy = spec.sample(logp_old.argmax(-1, keepdim=True), streams).to(dtype) if name == "remax" else None
+        return sampled_advantages(name, rewards.unsqueeze(1), greedy=greedy, scale=scale).squeeze(1)
+
+    return advantages
 
 
 def policy_entropy(logp: Tensor, out: Tensor | None = None) -> Tensor:
@@ -261,8 +270,10 @@ def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None]
     sampled = config.mode == "sampled" and not obj.full_support
     controllers = None if control is None else control.begin(S, dtype, device)
 
+    exact_advantages_of, group_advantages_of = exact_estimator(config, rewards), group_estimator(config, spec,
+                                                                                                  streams, dtype)
     logp_old = prior.expand(S, N)
-    advantages = estimator_advantages(config, rewards, logp_old)
+    advantages = exact_advantages_of(logp_old)
     weights = logp_old.exp()
     arms = batch_logp_old = group_adv = logp_ref = None
     memo: dict = {}  # the objective's constants while pi_old and the sample stay (Batch.memo)
@@ -279,11 +290,11 @@ def _train(config: BanditConfig, obj: Objective, on_steps: Callable[[int], None]
         if config.refresh_every and step % config.refresh_every == 0:
             logp_old = torch.log_softmax(theta.detach(), -1)
             weights = logp_old.exp()
-            advantages = estimator_advantages(config, rewards, logp_old)
+            advantages = exact_advantages_of(logp_old)
             memo = {}
         if sampled and step % config.epochs == 0:  # a full-support objective never reads a sample
             arms = streams.categorical(weights, G)  # (S, G)
-            group_adv = group_estimator_advantages(config, spec, arms, logp_old, streams, dtype)
+            group_adv = group_advantages_of(arms, logp_old)
             batch_logp_old = logp_old.gather(-1, arms)
             logp_ref = prior[arms]
             memo = {}

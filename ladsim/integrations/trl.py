@@ -189,7 +189,11 @@ def _parameters_of(settings: dict[str, Any], args: GRPOConfig) -> Any:
 def check_catalogue_settings(objective: str, args: GRPOConfig) -> None:
     """The TRL settings of ``args`` a catalogue objective cannot honour, refused in one line (``ValueError``): a
     loss type of its own with another objective; the token level for a response-unit objective (gspo, gmpo);
-    vLLM's importance-sampling correction for vespo (TRL folds that ratio into VESPO's sequence weight)."""
+    vLLM's importance-sampling correction for vespo (TRL folds that ratio into VESPO's sequence weight); TRL's
+    two-sided clip ``delta`` for an objective without one (not grpo, luspo)."""
+    if args.delta is not None and objective not in DELTA_OBJECTIVES:
+        raise ValueError(f"delta is TRL's two-sided PPO clip, which objective {objective!r} has none of: use "
+                         f"objective {' or '.join(map(repr, DELTA_OBJECTIVES))}, or unset delta")
     if args.loss_type in OWN_LOSSES and objective != args.loss_type:
         raise ValueError(f"loss_type {args.loss_type!r} is a loss of its own (TRL's), computed by ladsim's objective "
                          f"{args.loss_type!r}: pass objective={args.loss_type!r}, or choose the aggregation of "
@@ -253,9 +257,6 @@ class LadsimGRPOTrainer(GRPOTrainer):
         if self.loss_type not in LOSS_TYPES + OWN_LOSSES:
             raise ValueError(f"loss_type {self.loss_type!r} is a loss of its own; with a ladsim objective choose "
                              f"the aggregation: {', '.join(LOSS_TYPES)}")
-        if a.delta is not None and objective not in DELTA_OBJECTIVES:
-            raise ValueError(f"delta is TRL's two-sided PPO clip, which objective {objective!r} has none of: use "
-                             f"objective {' or '.join(map(repr, DELTA_OBJECTIVES))}, or unset delta")
         if self._entropy_bonus_enabled:
             raise ValueError("entropy_coef/use_adaptive_entropy is not supported by LadsimGRPOTrainer (TRL's "
                              "GRPO-specific option)")

@@ -32,7 +32,7 @@ def objectives_text() -> str:
             lines.append("  note      needs every action (exact partition functions): bandit only")
         lines.append(f"  reference {obj.reference}")
         blocks.append("\n".join(lines))
-    kl, ent = KLPenalty(), EntropyBonus()
+    kl, ent, control = KLPenalty(), EntropyBonus(), AdaptiveEntropy()
     blocks.append("\n".join([
         "modifiers (compose with any objective):",
         f"  --kl {{{','.join(KL_ESTIMATORS)}}} --kl-beta B (default {kl.beta:g}): + B k(logp - logp_ref); "
@@ -43,8 +43,8 @@ def objectives_text() -> str:
         f"  --entropy-coef C (default {ent.coef:g}): - C H(pi) (verl entropy_coeff)",
         f"  --entropy-target H: adaptive entropy control (TRL use_adaptive_entropy; Skywork-OR1): the bonus applies "
         f"while the last step's mean token entropy is <= H, its coefficient (from --entropy-coef) moving by "
-        f"--entropy-coef-delta (default {AdaptiveEntropy().delta:g}) within [--entropy-coef-min, --entropy-coef-max]"
-        f" (default [{AdaptiveEntropy().low:g}, {AdaptiveEntropy().high:g}]) after every step, per seed",
+        f"--entropy-coef-delta (default {control.delta:g}) within [--entropy-coef-min, --entropy-coef-max]"
+        f" (default [{control.low:g}, {control.high:g}]) after every step, per seed",
         "  --top-entropy-quantile Q (tree, prompts; sampled): the objective trains only the tokens at or above the "
         "batch's 1 - Q entropy quantile (TRL top_entropy_quantile)",
         "  grpo.delta, luspo.delta: TRL's two-sided clip (INTELLECT-2), the unclipped ratio capped at delta",

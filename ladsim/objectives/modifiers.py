@@ -144,11 +144,8 @@ class AdaptiveEntropy:
         state["last"] = entropy.detach().to(state["last"].dtype)
 
 
-def mean_entropy(weights: Tensor | None, entropy: Tensor) -> Tensor:
-    """The weighted mean of ``entropy`` over every axis but the seeds', ``(S,)`` (``weights`` ``None``: the
-    plain mean); the two broadcast against each other."""
-    entropy = entropy.detach()
-    if weights is None:
-        return entropy.flatten(1).mean(-1)
-    w, h = torch.broadcast_tensors(weights.detach(), entropy)
+def mean_entropy(weights: Tensor, entropy: Tensor) -> Tensor:
+    """The weighted mean of ``entropy`` over every axis but the seeds', ``(S,)``; the two broadcast against
+    each other."""
+    w, h = torch.broadcast_tensors(weights.detach(), entropy.detach())
     return (w * h).flatten(1).sum(-1) / w.flatten(1).sum(-1)

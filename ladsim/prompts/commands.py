@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from ladsim import options
+from ladsim.losses import KL_ESTIMATORS
 
 from ladsim.bandit.commands import console, progress_bar, summary_table
 from ladsim.prompts.config import OBJECTIVES
@@ -34,8 +35,8 @@ def run_prompts(
     objective: List[str] = typer.Option(list(OBJECTIVES), "--objective", "-o",
                                         help="Objective to train (repeatable); `ladsim objectives` lists them."),
     set_: List[str] = options.SET,
-    kl: Optional[str] = typer.Option(None, help="Add a KL penalty to the base policy with this estimator: k1, k2, "
-                                                "k3, k3+."),
+    kl: Optional[str] = typer.Option(None, help=f"Add a KL penalty to the base policy with this estimator: "
+                                                f"{', '.join(KL_ESTIMATORS)}."),
     kl_beta: float = options.KL_BETA,
     kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,

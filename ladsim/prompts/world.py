@@ -208,8 +208,8 @@ class PromptsWorld:
         if not masked:
             return Entries(part, part)
         S, P, G = answers.shape
-        keep = top_entropy_mask(entropy.expand(S, P, G).reshape(S, P * G), torch.ones(S, P * G, dtype=torch.bool,
-                                device=logp.device), self.top_entropy_quantile).view(S, P, G)
+        keep = top_entropy_mask(entropy.expand(S, P, G).reshape(S, P * G), None, self.top_entropy_quantile)
+        keep = keep.view(S, P, G)
         return Entries(dataclasses.replace(part, weights=sample.loss_weights * keep), part)
 
     # --- metrics --------------------------------------------------------------------------------------

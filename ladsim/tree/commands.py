@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from ladsim import options
+from ladsim.losses import KL_ESTIMATORS
 
 from ladsim.bandit.commands import console, progress_bar, summary_table
 from ladsim.llm.objective_loss import RATIOS
@@ -38,8 +39,8 @@ def run_tree(
                                                "large-batch limit)."),
     ratio: str = typer.Option("token", help=f"Importance ratio per token: {', '.join(RATIOS)} (sequence-mean = "
                                             "GSPO's length-normalized ratio)."),
-    kl: Optional[str] = typer.Option(None, help="Add a per-token KL penalty to pi_0 with this estimator: k1, k2, "
-                                                "k3, k3+."),
+    kl: Optional[str] = typer.Option(None, help=f"Add a per-token KL penalty to pi_0 with this estimator: "
+                                                f"{', '.join(KL_ESTIMATORS)}."),
     kl_beta: float = options.KL_BETA,
     kl_bias_correction: bool = options.KL_BIAS_CORRECTION,
     entropy_coef: float = options.ENTROPY_COEF,
